@@ -45,7 +45,7 @@ export class ButtressError extends Error {
   }
 
   override get name(): string {
-    return 'ButtressError';
+    return this.constructor.name;
   }
 }
 

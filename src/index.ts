@@ -1,0 +1,7 @@
+/**
+ * buttress: resilience and scale-out primitives for Node.js backends.
+ * The root entry re-exports each primitive's public API and the shared error family; import a
+ * subpath (`buttress/breaker`) to load only what you use.
+ */
+export * from './breaker/index.js';
+export * from './core/public.js';
