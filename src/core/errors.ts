@@ -105,15 +105,19 @@ export const isTimeoutError = (e: unknown): e is TimeoutError => e instanceof Ti
 
 /** Renders a received value for an error message without throwing on odd inputs. */
 export function describe(value: unknown): string {
-  if (typeof value === 'string') return JSON.stringify(value);
+  if (typeof value === 'string') return truncate(JSON.stringify(value));
   if (typeof value === 'number' || typeof value === 'boolean' || value == null) return String(value);
   if (typeof value === 'bigint') return `${value}n`;
   if (typeof value === 'function') return `function ${value.name || '(anonymous)'}`;
   if (typeof value === 'symbol') return value.toString();
   try {
     const json = JSON.stringify(value);
-    return json === undefined ? Object.prototype.toString.call(value) : json.length > 80 ? `${json.slice(0, 77)}...` : json;
+    return json === undefined ? Object.prototype.toString.call(value) : truncate(json);
   } catch {
     return Object.prototype.toString.call(value);
   }
+}
+
+function truncate(text: string): string {
+  return text.length > 80 ? `${text.slice(0, 77)}...` : text;
 }
