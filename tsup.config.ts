@@ -19,5 +19,14 @@ export default defineConfig({
   platform: 'node',
   // Lua scripts are shipped inline as strings.
   loader: { '.lua': 'text' },
-  external: ['ioredis', 'pg', 'pg-pool', 'express', 'fastify', 'fastify-plugin', /^@nestjs\//, '@opentelemetry/api'],
+  external: [
+    'ioredis',
+    'pg',
+    'pg-pool',
+    'express',
+    'fastify',
+    'fastify-plugin',
+    /^@nestjs\//,
+    '@opentelemetry/api',
+  ],
 });

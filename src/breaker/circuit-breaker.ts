@@ -1,4 +1,12 @@
-import type { FailureReason, IBackoff, IBackoffFactory, IDefaultPolicyContext, IFailureEvent, IPolicy, ISuccessEvent } from 'cockatiel';
+import type {
+  FailureReason,
+  IBackoff,
+  IBackoffFactory,
+  IDefaultPolicyContext,
+  IFailureEvent,
+  IPolicy,
+  ISuccessEvent,
+} from 'cockatiel';
 import { neverAbortedSignal } from '../core/abort.js';
 import { type Clock, systemClock } from '../core/clock.js';
 import { channel } from '../core/diagnostics.js';
@@ -8,8 +16,8 @@ import { type Disposable, Emitter, type Event, toDisposable } from '../core/even
 import { duration, integer, knownKeys, nonEmptyString, numberIn, optionsObject } from '../core/validate.js';
 import { CircuitIsolatedError, CircuitOpenError, type RejectReason } from './errors.js';
 import type { SharedCircuitState } from './shared-state.js';
-import type { BreakerStrategy, BreakerStrategyFactory } from './strategy.js';
 import { consecutive } from './strategies/consecutive.js';
+import type { BreakerStrategy, BreakerStrategyFactory } from './strategy.js';
 
 /** The state a circuit is in. */
 export type CircuitState = 'closed' | 'open' | 'half-open' | 'isolated';
@@ -22,7 +30,12 @@ export type CircuitState = 'closed' | 'open' | 'half-open' | 'isolated';
  */
 export type CircuitBreakerJSON =
   | { readonly state: 'closed' }
-  | { readonly state: 'open'; readonly openedAt: number; readonly halfOpenAt: number; readonly reopenCount: number };
+  | {
+      readonly state: 'open';
+      readonly openedAt: number;
+      readonly halfOpenAt: number;
+      readonly reopenCount: number;
+    };
 
 /** Grows the half-open delay on each re-open from half-open: `initial * multiplier^(n-1)`, capped at `max`. */
 export interface HalfOpenBackoff {
@@ -240,25 +253,40 @@ export class CircuitBreaker implements IPolicy<IDefaultPolicyContext, never> {
     this.#clock = validClock(opts.clock);
     const factory = opts.strategy ?? consecutive(5);
     if (typeof factory !== 'object' || factory === null || typeof factory.create !== 'function') {
-      throw new InvalidOptionError('strategy', factory, 'a strategy such as consecutive(5), countWindow({...}) or timeWindow({...})');
+      throw new InvalidOptionError(
+        'strategy',
+        factory,
+        'a strategy such as consecutive(5), countWindow({...}) or timeWindow({...})',
+      );
     }
     this.#strategy = factory.create();
     this.#strategyName = String(factory.name);
     this.#timedStrategy = this.#strategy.usesTime !== false;
     this.#probes = integer(opts.halfOpenProbes, 'halfOpenProbes', 1, 10_000, 1);
-    this.#slowMs = opts.slowCallDuration === undefined ? undefined : duration(opts.slowCallDuration, 'slowCallDuration', undefined, 1);
+    this.#slowMs =
+      opts.slowCallDuration === undefined
+        ? undefined
+        : duration(opts.slowCallDuration, 'slowCallDuration', undefined, 1);
 
     const filter = opts.isFailure;
     if (filter === undefined) {
       this.#errorFilter = allErrors;
     } else if (typeof filter === 'function') {
       this.#errorFilter = filter;
-    } else if (typeof filter === 'object' && filter !== null && typeof filter.options?.errorFilter === 'function') {
+    } else if (
+      typeof filter === 'object' &&
+      filter !== null &&
+      typeof filter.options?.errorFilter === 'function'
+    ) {
       const { errorFilter, resultFilter } = filter.options;
       this.#errorFilter = (e) => errorFilter(e as Error);
       this.#resultFilter = typeof resultFilter === 'function' ? resultFilter : undefined;
     } else {
-      throw new InvalidOptionError('isFailure', filter, "a predicate (error) => boolean or a cockatiel policy such as handleAll");
+      throw new InvalidOptionError(
+        'isFailure',
+        filter,
+        'a predicate (error) => boolean or a cockatiel policy such as handleAll',
+      );
     }
 
     [this.#halfOpenDelay, this.#resetBackoff] = halfOpenSchedule(opts.halfOpenAfter);
@@ -271,7 +299,11 @@ export class CircuitBreaker implements IPolicy<IDefaultPolicyContext, never> {
     if (opts.shared !== undefined) {
       const shared = opts.shared;
       if (typeof shared !== 'object' || shared === null || typeof shared.attach !== 'function') {
-        throw new InvalidOptionError('shared', shared, 'a SharedCircuitState such as redisBreakerState(redis, { key })');
+        throw new InvalidOptionError(
+          'shared',
+          shared,
+          'a SharedCircuitState such as redisBreakerState(redis, { key })',
+        );
       }
       this.#shared = shared;
       this.#sharedLink = shared.attach({
@@ -301,13 +333,18 @@ export class CircuitBreaker implements IPolicy<IDefaultPolicyContext, never> {
    */
   execute<T>(fn: (context: IDefaultPolicyContext) => PromiseLike<T> | T, signal?: AbortSignal): Promise<T> {
     if (this.#kind === CLOSED) {
-      if (signal === undefined && this.#slowMs === undefined && this.#successEm.size === 0 && this.#failureEm.size === 0) {
+      if (
+        signal === undefined &&
+        this.#slowMs === undefined &&
+        this.#successEm.size === 0 &&
+        this.#failureEm.size === 0
+      ) {
         return this.#runFast(fn);
       }
-      if (signal !== undefined && signal.aborted) return Promise.reject(new AbortedError(signal.reason));
+      if (signal?.aborted) return Promise.reject(new AbortedError(signal.reason));
       return this.#run(fn, signal, this.#gen, false);
     }
-    if (signal !== undefined && signal.aborted) return Promise.reject(new AbortedError(signal.reason));
+    if (signal?.aborted) return Promise.reject(new AbortedError(signal.reason));
     return this.#executeNotClosed(fn, signal);
   }
 
@@ -327,7 +364,11 @@ export class CircuitBreaker implements IPolicy<IDefaultPolicyContext, never> {
       return Promise.reject(error);
     }
     if (result instanceof Promise) return result.then(this.#fastOk, this.#fastErr) as Promise<T>;
-    if (result !== null && typeof result === 'object' && typeof (result as PromiseLike<T>).then === 'function') {
+    if (
+      result !== null &&
+      typeof result === 'object' &&
+      typeof (result as PromiseLike<T>).then === 'function'
+    ) {
       return Promise.resolve(result).then(this.#fastOk, this.#fastErr) as Promise<T>;
     }
     this.#fastOk(result);
@@ -336,7 +377,7 @@ export class CircuitBreaker implements IPolicy<IDefaultPolicyContext, never> {
 
   readonly #fastOk = (value: unknown): unknown => {
     const resultFilter = this.#resultFilter;
-    if (resultFilter !== undefined && resultFilter(value)) {
+    if (resultFilter?.(value)) {
       this.#totalFailures++;
       this.#recordClosed(true, { value });
     } else {
@@ -389,7 +430,7 @@ export class CircuitBreaker implements IPolicy<IDefaultPolicyContext, never> {
       throw error;
     }
     const resultFilter = this.#resultFilter;
-    if (resultFilter !== undefined && resultFilter(value)) {
+    if (resultFilter?.(value)) {
       this.#completeFailure({ value }, true, gen, probe, timed, start);
     } else {
       this.#completeSuccess(gen, probe, timed, start);
@@ -417,8 +458,15 @@ export class CircuitBreaker implements IPolicy<IDefaultPolicyContext, never> {
     }
   }
 
-  #completeError(error: unknown, gen: number, probe: boolean, timed: boolean, start: number, signal: AbortSignal | undefined): void {
-    if (signal !== undefined && signal.aborted) {
+  #completeError(
+    error: unknown,
+    gen: number,
+    probe: boolean,
+    timed: boolean,
+    start: number,
+    signal: AbortSignal | undefined,
+  ): void {
+    if (signal?.aborted) {
       // The caller gave up; the outcome says nothing about the upstream. Free the trial slot.
       if (probe && gen === this.#gen) {
         this.#probesAdmitted--;
@@ -438,13 +486,24 @@ export class CircuitBreaker implements IPolicy<IDefaultPolicyContext, never> {
     } else {
       // Errors the filter lets through (a 404, a validation error) mean the upstream answered.
       if (this.#failureEm.size !== 0) {
-        this.#failureEm.emit({ duration: timed ? this.#clock.now() - start : 0, handled: false, reason: { error: error as Error } });
+        this.#failureEm.emit({
+          duration: timed ? this.#clock.now() - start : 0,
+          handled: false,
+          reason: { error: error as Error },
+        });
       }
       this.#completeSuccess(gen, probe, timed, start);
     }
   }
 
-  #completeFailure(reason: FailureReason<unknown>, handled: boolean, gen: number, probe: boolean, timed: boolean, start: number): void {
+  #completeFailure(
+    reason: FailureReason<unknown>,
+    handled: boolean,
+    gen: number,
+    probe: boolean,
+    timed: boolean,
+    start: number,
+  ): void {
     this.#totalFailures++;
     let slow = false;
     let now = 0;
@@ -470,12 +529,20 @@ export class CircuitBreaker implements IPolicy<IDefaultPolicyContext, never> {
     this.#probesDone++;
     if (failed) this.#probeFailures++;
     if (slow) this.#probeSlow++;
-    const verdict = this.#strategy.halfOpen(this.#probesDone, this.#probeFailures, this.#probeSlow, this.#probes);
+    const verdict = this.#strategy.halfOpen(
+      this.#probesDone,
+      this.#probeFailures,
+      this.#probeSlow,
+      this.#probes,
+    );
     if (verdict === 'close') this.#close(false);
     else if (verdict === 'open') this.#open('half-open', reason);
   }
 
-  async #executeNotClosed<T>(fn: (context: IDefaultPolicyContext) => PromiseLike<T> | T, signal: AbortSignal | undefined): Promise<T> {
+  async #executeNotClosed<T>(
+    fn: (context: IDefaultPolicyContext) => PromiseLike<T> | T,
+    signal: AbortSignal | undefined,
+  ): Promise<T> {
     const kind = this.#kind;
     if (kind === ISOLATED) throw this.#reject('isolated', Number.POSITIVE_INFINITY);
     if (kind === OPEN) {
@@ -526,7 +593,9 @@ export class CircuitBreaker implements IPolicy<IDefaultPolicyContext, never> {
     this.#totalRejections++;
     if (this.#rejectEm.size !== 0) this.#rejectEm.emit({ reason, retryAfter });
     if (rejectChannel.hasSubscribers) rejectChannel.publish({ name: this.#name, reason, retryAfter });
-    return reason === 'isolated' ? new CircuitIsolatedError(this.#name) : new CircuitOpenError(reason, retryAfter, this.#name);
+    return reason === 'isolated'
+      ? new CircuitIsolatedError(this.#name)
+      : new CircuitOpenError(reason, retryAfter, this.#name);
   }
 
   #tryOpen(reason: 'failures', result: FailureReason<unknown>): void {
@@ -580,7 +649,12 @@ export class CircuitBreaker implements IPolicy<IDefaultPolicyContext, never> {
   }
 
   #resetProbes(): void {
-    this.#probesAdmitted = this.#probesDone = this.#probeFailures = this.#probeSlow = this.#probesInFlight = 0;
+    this.#probesAdmitted =
+      this.#probesDone =
+      this.#probeFailures =
+      this.#probeSlow =
+      this.#probesInFlight =
+        0;
   }
 
   #maybeReleaseLease(force = false): void {
@@ -669,7 +743,8 @@ export class CircuitBreaker implements IPolicy<IDefaultPolicyContext, never> {
       return {
         state: 'open',
         openedAt: this.#openedAt,
-        halfOpenAt: this.#kind === HALF_OPEN ? Math.min(this.#halfOpenAt, this.#clock.now()) : this.#halfOpenAt,
+        halfOpenAt:
+          this.#kind === HALF_OPEN ? Math.min(this.#halfOpenAt, this.#clock.now()) : this.#halfOpenAt,
         reopenCount: this.#reopenCount,
       };
     }
@@ -678,7 +753,8 @@ export class CircuitBreaker implements IPolicy<IDefaultPolicyContext, never> {
 
   #restore(json: unknown): void {
     const s = json as CircuitBreakerJSON;
-    if (typeof s !== 'object' || s === null) throw new InvalidOptionError('initialState', json, 'a value from breaker.toJSON()');
+    if (typeof s !== 'object' || s === null)
+      throw new InvalidOptionError('initialState', json, 'a value from breaker.toJSON()');
     if (s.state === 'closed') return;
     if (s.state === 'open') {
       const openedAt = numberIn(s.openedAt, 'initialState.openedAt', 0, Number.MAX_SAFE_INTEGER);
@@ -713,7 +789,12 @@ export class CircuitBreaker implements IPolicy<IDefaultPolicyContext, never> {
 function validClock(clock: unknown): Clock {
   if (clock === undefined) return systemClock;
   const c = clock as Clock;
-  if (typeof c !== 'object' || c === null || typeof c.now !== 'function' || typeof c.setTimeout !== 'function') {
+  if (
+    typeof c !== 'object' ||
+    c === null ||
+    typeof c.now !== 'function' ||
+    typeof c.setTimeout !== 'function'
+  ) {
     throw new InvalidOptionError('clock', clock, 'a Clock ({ now, setTimeout, clearTimeout })');
   }
   return c;
@@ -729,7 +810,11 @@ function halfOpenSchedule(
     const ms = duration(value, 'halfOpenAfter', undefined, 0);
     return [() => ms, noop];
   }
-  if (typeof value === 'object' && value !== null && typeof (value as IBackoffFactory<unknown>).next === 'function') {
+  if (
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as IBackoffFactory<unknown>).next === 'function'
+  ) {
     const factory = value as IBackoffFactory<HalfOpenBackoffContext>;
     let current: IBackoff<HalfOpenBackoffContext> | undefined;
     return [
@@ -752,5 +837,9 @@ function halfOpenSchedule(
     const multiplier = numberIn(b.multiplier, 'halfOpenAfter.multiplier', 1, 1000, 2);
     return [(attempt) => Math.min(max, initial * multiplier ** Math.max(0, attempt - 1)), noop];
   }
-  throw new InvalidOptionError('halfOpenAfter', value, "a duration, { initial, max, multiplier } or a cockatiel backoff");
+  throw new InvalidOptionError(
+    'halfOpenAfter',
+    value,
+    'a duration, { initial, max, multiplier } or a cockatiel backoff',
+  );
 }

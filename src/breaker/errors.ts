@@ -55,7 +55,8 @@ export class CircuitIsolatedError extends ButtressError {
 export const isCircuitOpenError = (e: unknown): e is CircuitOpenError => e instanceof CircuitOpenError;
 
 /** True for `E_CIRCUIT_ISOLATED` rejections. */
-export const isCircuitIsolatedError = (e: unknown): e is CircuitIsolatedError => e instanceof CircuitIsolatedError;
+export const isCircuitIsolatedError = (e: unknown): e is CircuitIsolatedError =>
+  e instanceof CircuitIsolatedError;
 
 /** True for any rejection by a breaker (open, half-open saturated or isolated). */
 export const isBrokenCircuitError = (e: unknown): e is CircuitOpenError | CircuitIsolatedError =>

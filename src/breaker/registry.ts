@@ -1,10 +1,16 @@
-import { LRUCache } from 'lru-cache';
 import type { IDefaultPolicyContext } from 'cockatiel';
-import { systemClock, type Clock } from '../core/clock.js';
-import { InvalidOptionError } from '../core/errors.js';
+import { LRUCache } from 'lru-cache';
+import { type Clock, systemClock } from '../core/clock.js';
 import type { Duration } from '../core/duration.js';
-import { duration, fraction, fn, integer, knownKeys, optionsObject } from '../core/validate.js';
-import { CircuitBreaker, type CircuitBreakerOptions, type CircuitBreakerStats, type CircuitState, kOpenGate } from './circuit-breaker.js';
+import { InvalidOptionError } from '../core/errors.js';
+import { duration, fn, fraction, integer, knownKeys, optionsObject } from '../core/validate.js';
+import {
+  CircuitBreaker,
+  type CircuitBreakerOptions,
+  type CircuitBreakerStats,
+  type CircuitState,
+  kOpenGate,
+} from './circuit-breaker.js';
 
 /** Options of {@link breakerRegistry}. */
 export interface BreakerRegistryOptions<K extends string> {
@@ -49,7 +55,9 @@ export interface BreakerRegistryStats {
  * await breakers.execute(url.host, ({ signal }) => fetch(url, { signal }));
  * @throws {InvalidOptionError} `E_INVALID_OPTION` for invalid options.
  */
-export function breakerRegistry<K extends string = string>(options: BreakerRegistryOptions<K>): BreakerRegistry<K> {
+export function breakerRegistry<K extends string = string>(
+  options: BreakerRegistryOptions<K>,
+): BreakerRegistry<K> {
   return new BreakerRegistry(options);
 }
 
@@ -94,7 +102,11 @@ export class BreakerRegistry<K extends string = string> {
   }
 
   /** Runs `fn` through the breaker of `key`. */
-  execute<T>(key: K, fn: (context: IDefaultPolicyContext) => PromiseLike<T> | T, signal?: AbortSignal): Promise<T> {
+  execute<T>(
+    key: K,
+    fn: (context: IDefaultPolicyContext) => PromiseLike<T> | T,
+    signal?: AbortSignal,
+  ): Promise<T> {
     return this.get(key).execute(fn, signal);
   }
 
@@ -146,7 +158,11 @@ export class BreakerRegistry<K extends string = string> {
   #build(key: K): CircuitBreaker {
     const options = this.#create(key);
     if (options instanceof CircuitBreaker) {
-      throw new InvalidOptionError('create', options, 'a function returning breaker options, not a breaker (the registry builds it)');
+      throw new InvalidOptionError(
+        'create',
+        options,
+        'a function returning breaker options, not a breaker (the registry builds it)',
+      );
     }
     const breaker = new CircuitBreaker({
       name: String(key),

@@ -2,7 +2,10 @@ import type { Disposable } from '../core/events.js';
 
 /** A circuit transition as published to, and received from, the fleet. */
 export type SharedTransition =
-  | { readonly state: 'open'; /** Milliseconds until the circuit admits trial calls (relative, so clock skew between hosts does not matter). */ readonly halfOpenIn: number }
+  | {
+      readonly state: 'open' /** Milliseconds until the circuit admits trial calls (relative, so clock skew between hosts does not matter). */;
+      readonly halfOpenIn: number;
+    }
   | { readonly state: 'closed' };
 
 /** What a shared state tells the breaker it is attached to. */

@@ -49,7 +49,10 @@ export function raceAbort<T>(promise: Promise<T>, signal: AbortSignal | undefine
  * Links a child controller to an optional parent signal: the child aborts when the parent does.
  * Returns the controller and a function that unlinks it.
  */
-export function linkedController(parent: AbortSignal | undefined): { controller: AbortController; unlink: () => void } {
+export function linkedController(parent: AbortSignal | undefined): {
+  controller: AbortController;
+  unlink: () => void;
+} {
   const controller = new AbortController();
   const unlink = onAbort(parent, (reason) => controller.abort(reason));
   return { controller, unlink };

@@ -5,7 +5,15 @@ import { linkedController, onAbort, raceAbort, throwIfAborted } from './abort.js
 import { systemClock } from './clock.js';
 import { channel, publish } from './diagnostics.js';
 import { parseDuration } from './duration.js';
-import { AbortedError, ButtressError, describe as describeValue, hasCode, InvalidOptionError, isButtressError, TimeoutError } from './errors.js';
+import {
+  AbortedError,
+  ButtressError,
+  describe as describeValue,
+  hasCode,
+  InvalidOptionError,
+  isButtressError,
+  TimeoutError,
+} from './errors.js';
 import { Emitter, toDisposable } from './events.js';
 import { bool, duration, fraction, integer, knownKeys, oneOf, optionsObject } from './validate.js';
 

@@ -20,5 +20,9 @@ export function parseDuration(value: unknown, option: string): number {
     const m = PATTERN.exec(value);
     if (m) return Number(m[1]) * UNIT_MS[m[2] ?? 'ms']!;
   }
-  throw new InvalidOptionError(option, value, "a non-negative duration in ms or a string like '250ms', '30s', '5m'");
+  throw new InvalidOptionError(
+    option,
+    value,
+    "a non-negative duration in ms or a string like '250ms', '30s', '5m'",
+  );
 }

@@ -4,7 +4,8 @@
  */
 export const ErrorCodes = {
   E_INVALID_OPTION: 'An option passed to a factory or call has a value outside its documented domain.',
-  E_CIRCUIT_OPEN: 'The circuit breaker is open (or half-open with all probe slots taken) and rejected the call.',
+  E_CIRCUIT_OPEN:
+    'The circuit breaker is open (or half-open with all probe slots taken) and rejected the call.',
   E_CIRCUIT_ISOLATED: 'The circuit breaker was isolated by hand with `isolate()` and rejects every call.',
   E_ABORTED: 'The caller aborted the operation through its AbortSignal.',
   E_CLOSED: 'The object was closed; it accepts no more calls.',
@@ -57,7 +58,10 @@ export class InvalidOptionError extends ButtressError {
   readonly received: unknown;
 
   constructor(option: string, received: unknown, expected: string) {
-    super('E_INVALID_OPTION', `Invalid option "${option}": expected ${expected}, received ${describe(received)}`);
+    super(
+      'E_INVALID_OPTION',
+      `Invalid option "${option}": expected ${expected}, received ${describe(received)}`,
+    );
     this.option = option;
     this.received = received;
   }

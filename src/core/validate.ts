@@ -26,7 +26,13 @@ export function integer(value: unknown, option: string, min: number, max: number
 }
 
 /** A finite number in `[min, max]`. */
-export function numberIn(value: unknown, option: string, min: number, max: number, fallback?: number): number {
+export function numberIn(
+  value: unknown,
+  option: string,
+  min: number,
+  max: number,
+  fallback?: number,
+): number {
   if (value === undefined && fallback !== undefined) return fallback;
   if (typeof value !== 'number' || !Number.isFinite(value) || value < min || value > max) {
     throw new InvalidOptionError(option, value, `a number between ${min} and ${max}`);
@@ -44,10 +50,17 @@ export function fraction(value: unknown, option: string, fallback?: number): num
 }
 
 /** A duration (ms or `'30s'`) in `[min, max]` milliseconds. */
-export function duration(value: unknown, option: string, fallback?: number, min = 0, max = 2 ** 31 - 1): number {
+export function duration(
+  value: unknown,
+  option: string,
+  fallback?: number,
+  min = 0,
+  max = 2 ** 31 - 1,
+): number {
   if (value === undefined && fallback !== undefined) return fallback;
   const ms = parseDuration(value, option);
-  if (ms < min || ms > max) throw new InvalidOptionError(option, value, `a duration between ${min}ms and ${max}ms`);
+  if (ms < min || ms > max)
+    throw new InvalidOptionError(option, value, `a duration between ${min}ms and ${max}ms`);
   return ms;
 }
 
@@ -66,7 +79,12 @@ export function bool(value: unknown, option: string, fallback: boolean): boolean
 }
 
 /** One of the listed string values. */
-export function oneOf<T extends string>(value: unknown, option: string, allowed: readonly T[], fallback?: T): T {
+export function oneOf<T extends string>(
+  value: unknown,
+  option: string,
+  allowed: readonly T[],
+  fallback?: T,
+): T {
   if (value === undefined && fallback !== undefined) return fallback;
   if (typeof value !== 'string' || !allowed.includes(value as T)) {
     throw new InvalidOptionError(option, value, `one of ${allowed.map((a) => `'${a}'`).join(', ')}`);
@@ -77,7 +95,8 @@ export function oneOf<T extends string>(value: unknown, option: string, allowed:
 /** A non-empty string. */
 export function nonEmptyString(value: unknown, option: string, fallback?: string): string {
   if (value === undefined && fallback !== undefined) return fallback;
-  if (typeof value !== 'string' || value.length === 0) throw new InvalidOptionError(option, value, 'a non-empty string');
+  if (typeof value !== 'string' || value.length === 0)
+    throw new InvalidOptionError(option, value, 'a non-empty string');
   return value;
 }
 
@@ -85,7 +104,11 @@ export function nonEmptyString(value: unknown, option: string, fallback?: string
 export function knownKeys(value: object, known: readonly string[], option = 'options'): void {
   for (const key of Object.keys(value)) {
     if (!known.includes(key)) {
-      throw new InvalidOptionError(`${option === 'options' ? '' : `${option}.`}${key}`, (value as any)[key], `no such option (known: ${known.join(', ')})`);
+      throw new InvalidOptionError(
+        `${option === 'options' ? '' : `${option}.`}${key}`,
+        (value as any)[key],
+        `no such option (known: ${known.join(', ')})`,
+      );
     }
   }
 }

@@ -10,7 +10,11 @@ import { createTcpProxy, type TcpProxy, type TcpProxyOptions } from './tcp-proxy
 // These tests move real bytes over loopback, so they wait in real time; bounds are generous
 // because the machines running them are noisy.
 
-const CI = process.env.CI !== undefined && process.env.CI !== '' && process.env.CI !== 'false' && process.env.CI !== '0';
+const CI =
+  process.env.CI !== undefined &&
+  process.env.CI !== '' &&
+  process.env.CI !== 'false' &&
+  process.env.CI !== '0';
 const REDIS = { host: '127.0.0.1', port: 6379 } as const;
 const redisUp = await canConnect(REDIS.host, REDIS.port);
 

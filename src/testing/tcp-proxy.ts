@@ -220,7 +220,9 @@ export class TcpProxy {
   constructor(options: TcpProxyOptions) {
     const opts = optionsObject(options);
     knownKeys(opts, ['target', 'listen', 'clock']);
-    if (opts.target === undefined) throw new InvalidOptionError('target', undefined, 'an address { host, port }');
+    if (opts.target === undefined) {
+      throw new InvalidOptionError('target', undefined, 'an address { host, port }');
+    }
     const target = optionsObject(opts.target, 'target');
     this.#target = {
       host: nonEmptyString(target.host, 'target.host'),
@@ -249,7 +251,9 @@ export class TcpProxy {
 
   /** Where clients connect: spread it into client options, e.g. `new Redis({ ...proxy.address })`. */
   get address(): TcpAddress {
-    if (this.#address === undefined) throw new Error('TcpProxy is not listening yet: create it with createTcpProxy()');
+    if (this.#address === undefined) {
+      throw new Error('TcpProxy is not listening yet: create it with createTcpProxy()');
+    }
     return this.#address;
   }
 
@@ -376,7 +380,12 @@ export class TcpProxy {
     client.setNoDelay(true);
     // allowHalfOpen lets a FIN from one side be forwarded as a FIN, in order with the data,
     // instead of Node ending our side on its own.
-    const upstream = netConnect({ host: this.#target.host, port: this.#target.port, allowHalfOpen: true, noDelay: true });
+    const upstream = netConnect({
+      host: this.#target.host,
+      port: this.#target.port,
+      allowHalfOpen: true,
+      noDelay: true,
+    });
     const pair = new Pair(client, upstream, this.#faults, (settled) => this.#pairs.delete(settled));
     this.#pairs.add(pair);
   }

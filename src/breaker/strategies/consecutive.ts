@@ -60,4 +60,3 @@ class ConsecutiveStrategy implements BreakerStrategy {
     return { calls: this.#calls, failures: this.#failures, slowCalls: this.#slow };
   }
 }
-

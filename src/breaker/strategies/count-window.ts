@@ -1,5 +1,11 @@
 import { fraction, integer, knownKeys, optionsObject } from '../../core/validate.js';
-import { type BreakerStrategy, type BreakerStrategyFactory, type HalfOpenVerdict, rateVerdict, type WindowCounts } from '../strategy.js';
+import {
+  type BreakerStrategy,
+  type BreakerStrategyFactory,
+  type HalfOpenVerdict,
+  rateVerdict,
+  type WindowCounts,
+} from '../strategy.js';
 
 /** Options of {@link countWindow}. */
 export interface CountWindowOptions {
@@ -32,7 +38,10 @@ export function countWindow(options: CountWindowOptions): BreakerStrategyFactory
   const size = integer(opts.size, 'strategy.size', 1, 1 << 24);
   const minimumCalls = integer(opts.minimumCalls, 'strategy.minimumCalls', 1, size, size);
   const failureRate = fraction(opts.failureRate, 'strategy.failureRate', 0.5);
-  const slowCallRate = opts.slowCallRate === undefined ? Number.POSITIVE_INFINITY : fraction(opts.slowCallRate, 'strategy.slowCallRate');
+  const slowCallRate =
+    opts.slowCallRate === undefined
+      ? Number.POSITIVE_INFINITY
+      : fraction(opts.slowCallRate, 'strategy.slowCallRate');
   return {
     name: `countWindow(${size})`,
     create: () => new CountWindowStrategy(size, minimumCalls, failureRate, slowCallRate),
@@ -73,7 +82,10 @@ class CountWindowStrategy implements BreakerStrategy {
     if (slow) this.#slow++;
     this.#next = i + 1 === this.size ? 0 : i + 1;
     const calls = this.#calls;
-    return calls >= this.minimumCalls && (this.#failures >= this.failureRate * calls || this.#slow >= this.slowCallRate * calls);
+    return (
+      calls >= this.minimumCalls &&
+      (this.#failures >= this.failureRate * calls || this.#slow >= this.slowCallRate * calls)
+    );
   }
 
   halfOpen(completed: number, failures: number, slow: number, probes: number): HalfOpenVerdict {

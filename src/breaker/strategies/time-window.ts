@@ -1,7 +1,13 @@
-import { duration, fraction, integer, knownKeys, optionsObject } from '../../core/validate.js';
-import { InvalidOptionError } from '../../core/errors.js';
-import { type BreakerStrategy, type BreakerStrategyFactory, type HalfOpenVerdict, rateVerdict, type WindowCounts } from '../strategy.js';
 import type { Duration } from '../../core/duration.js';
+import { InvalidOptionError } from '../../core/errors.js';
+import { duration, fraction, integer, knownKeys, optionsObject } from '../../core/validate.js';
+import {
+  type BreakerStrategy,
+  type BreakerStrategyFactory,
+  type HalfOpenVerdict,
+  rateVerdict,
+  type WindowCounts,
+} from '../strategy.js';
 
 /** Options of {@link timeWindow}. */
 export interface TimeWindowOptions {
@@ -33,14 +39,22 @@ export function timeWindow(options: TimeWindowOptions): BreakerStrategyFactory {
   const windowMs = duration(opts.duration, 'strategy.duration', undefined, 1);
   const buckets = integer(opts.buckets, 'strategy.buckets', 1, 1000, 10);
   if (windowMs / buckets < 1) {
-    throw new InvalidOptionError('strategy.buckets', buckets, `at most one bucket per millisecond of duration (${windowMs}ms)`);
+    throw new InvalidOptionError(
+      'strategy.buckets',
+      buckets,
+      `at most one bucket per millisecond of duration (${windowMs}ms)`,
+    );
   }
   const minimumThroughput = integer(opts.minimumThroughput, 'strategy.minimumThroughput', 1, 2 ** 31 - 1, 20);
   const failureRate = fraction(opts.failureRate, 'strategy.failureRate', 0.5);
-  const slowCallRate = opts.slowCallRate === undefined ? Number.POSITIVE_INFINITY : fraction(opts.slowCallRate, 'strategy.slowCallRate');
+  const slowCallRate =
+    opts.slowCallRate === undefined
+      ? Number.POSITIVE_INFINITY
+      : fraction(opts.slowCallRate, 'strategy.slowCallRate');
   return {
     name: `timeWindow(${windowMs}ms/${buckets})`,
-    create: () => new TimeWindowStrategy(windowMs / buckets, buckets, minimumThroughput, failureRate, slowCallRate),
+    create: () =>
+      new TimeWindowStrategy(windowMs / buckets, buckets, minimumThroughput, failureRate, slowCallRate),
   };
 }
 
