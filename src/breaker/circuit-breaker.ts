@@ -7,7 +7,7 @@ import type {
   IPolicy,
   ISuccessEvent,
 } from 'cockatiel';
-import { neverAbortedSignal } from '../core/abort.js';
+import { neverAbortedSignal, raceAbort } from '../core/abort.js';
 import { type Clock, systemClock } from '../core/clock.js';
 import { channel } from '../core/diagnostics.js';
 import type { Duration } from '../core/duration.js';
@@ -205,6 +205,7 @@ export class CircuitBreaker implements IPolicy<IDefaultPolicyContext, never> {
   #probeSlow = 0;
   #probesInFlight = 0;
   #leaseHeld = false;
+  #leaseRequest: Promise<boolean> | undefined;
   #isolations = 0;
   #closed = false;
 
@@ -558,35 +559,56 @@ export class CircuitBreaker implements IPolicy<IDefaultPolicyContext, never> {
     if (this.#shared !== undefined && !this.#leaseHeld) {
       let granted: boolean;
       try {
-        granted = await this.#shared.acquireProbe(signal);
-      } catch {
-        granted = true; // a misbehaving shared state must not block local recovery
+        // Concurrent trial callers share one lease request; each waits under its own signal.
+        granted = await raceAbort(this.#requestLease(), signal);
+      } catch (error) {
+        if (gen === this.#gen) {
+          this.#probesAdmitted--;
+          this.#probesInFlight--;
+          this.#maybeReleaseLease();
+        }
+        throw error;
       }
-      if (gen !== this.#gen) {
-        // The circuit moved on while we asked (a remote close or open): give the lease back and start over.
-        if (granted) this.#shared.releaseProbe();
-        return this.execute(fn, signal);
-      }
-      if (signal?.aborted) {
-        this.#probesAdmitted--;
-        this.#probesInFlight--;
-        if (granted && this.#probesInFlight === 0) this.#shared.releaseProbe();
-        throw new AbortedError(signal.reason);
-      }
+      // The circuit moved on while we asked (a remote close or open): start over in the new state.
+      if (gen !== this.#gen) return this.execute(fn, signal);
       if (!granted) {
         // Another instance holds the fleet's probe lease: wait for its verdict, which arrives by
         // pub/sub, or for our own delay if that instance dies with the lease.
         this.#probesAdmitted--;
         this.#probesInFlight--;
-        if (this.#kind === HALF_OPEN && this.#probesInFlight === 0) {
+        const wait = Math.max(this.#lastDelay, MIN_LEASE_WAIT);
+        if (this.#probesInFlight === 0) {
           const now = this.#clock.now();
-          this.#setOpen(now, now + Math.max(this.#lastDelay, MIN_LEASE_WAIT), false);
+          this.#setOpen(now, now + wait, false);
         }
-        throw this.#reject('half-open', Math.max(this.#lastDelay, MIN_LEASE_WAIT));
+        throw this.#reject('half-open', wait);
       }
-      this.#leaseHeld = true;
     }
     return this.#run(fn, signal, gen, true);
+  }
+
+  /** Asks the fleet for the probe lease once, however many trial callers wait on it. */
+  #requestLease(): Promise<boolean> {
+    if (this.#leaseRequest !== undefined) return this.#leaseRequest;
+    const shared = this.#shared!;
+    const gen = this.#gen;
+    const request = Promise.resolve()
+      .then(() => shared.acquireProbe())
+      // A misbehaving shared state must not block local recovery.
+      .catch(() => true)
+      .then((granted) => {
+        this.#leaseRequest = undefined;
+        if (!granted) return false;
+        if (gen === this.#gen && this.#kind === HALF_OPEN) {
+          this.#leaseHeld = true;
+          return true;
+        }
+        // Granted too late: the circuit has moved on, so nobody will use or release this lease.
+        shared.releaseProbe();
+        return false;
+      });
+    this.#leaseRequest = request;
+    return request;
   }
 
   #reject(reason: RejectReason, retryAfter: number): CircuitOpenError | CircuitIsolatedError {
@@ -684,7 +706,8 @@ export class CircuitBreaker implements IPolicy<IDefaultPolicyContext, never> {
     }
     if (this.#kind === CLOSED) this.#reopenCount = 1;
     this.#lastDelay = Math.max(this.#lastDelay, halfOpenIn);
-    this.#leaseHeld = false; // the holder's verdict (ours or another's) has been overtaken
+    // Our own trial calls, if any, have been overtaken: free the fleet's lease for the next round.
+    this.#maybeReleaseLease(true);
     this.#setOpen(now, halfOpenAt, true);
     if (this.#breakEm.size !== 0) this.#breakEm.emit({ reason: 'remote', openedAt: now, halfOpenAt });
   }
