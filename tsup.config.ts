@@ -4,6 +4,8 @@ import { defineConfig } from 'tsup';
 export const entries = {
   index: 'src/index.ts',
   'breaker/index': 'src/breaker/index.ts',
+  'bulkhead/index': 'src/bulkhead/index.ts',
+  'retry/index': 'src/retry/index.ts',
   'testing/index': 'src/testing/index.ts',
 };
 
