@@ -11,7 +11,7 @@ import { neverAbortedSignal, raceAbort } from '../core/abort.js';
 import { type Clock, systemClock } from '../core/clock.js';
 import { channel } from '../core/diagnostics.js';
 import type { Duration } from '../core/duration.js';
-import { AbortedError, InvalidOptionError } from '../core/errors.js';
+import { AbortedError, describe, InvalidOptionError } from '../core/errors.js';
 import { type Disposable, Emitter, type Event, toDisposable } from '../core/events.js';
 import { duration, integer, knownKeys, nonEmptyString, numberIn, optionsObject } from '../core/validate.js';
 import { CircuitIsolatedError, CircuitOpenError, type RejectReason } from './errors.js';
@@ -260,8 +260,16 @@ export class CircuitBreaker implements IPolicy<IDefaultPolicyContext, never> {
         'a strategy such as consecutive(5), countWindow({...}) or timeWindow({...})',
       );
     }
-    this.#strategy = factory.create();
-    this.#strategyName = String(factory.name);
+    const strategy: unknown = factory.create();
+    if (!isStrategy(strategy)) {
+      throw new InvalidOptionError(
+        'strategy',
+        strategy,
+        'create() to return a BreakerStrategy ({ record, halfOpen, reset, counts })',
+      );
+    }
+    this.#strategy = strategy;
+    this.#strategyName = typeof factory.name === 'string' ? factory.name : describe(factory.name);
     this.#timedStrategy = this.#strategy.usesTime !== false;
     this.#probes = integer(opts.halfOpenProbes, 'halfOpenProbes', 1, 10_000, 1);
     this.#slowMs =
@@ -439,7 +447,11 @@ export class CircuitBreaker implements IPolicy<IDefaultPolicyContext, never> {
     return value;
   }
 
-  #completeSuccess(gen: number, probe: boolean, timed: boolean, start: number): void {
+  /**
+   * `emit` is false for errors the filter let through: they count as successes but, as in
+   * cockatiel, fire only `onFailure` (`onSuccess` promises a returned value).
+   */
+  #completeSuccess(gen: number, probe: boolean, timed: boolean, start: number, emit = true): void {
     let slow = false;
     let now = 0;
     if (timed) {
@@ -447,7 +459,7 @@ export class CircuitBreaker implements IPolicy<IDefaultPolicyContext, never> {
       const elapsed = now - start;
       slow = this.#slowMs !== undefined && elapsed >= this.#slowMs;
       if (slow) this.#totalSlow++;
-      if (this.#successEm.size !== 0) this.#successEm.emit({ duration: elapsed });
+      if (emit && this.#successEm.size !== 0) this.#successEm.emit({ duration: elapsed });
     }
     if (gen !== this.#gen) return;
     if (probe) {
@@ -493,7 +505,7 @@ export class CircuitBreaker implements IPolicy<IDefaultPolicyContext, never> {
           reason: { error: error as Error },
         });
       }
-      this.#completeSuccess(gen, probe, timed, start);
+      this.#completeSuccess(gen, probe, timed, start, false);
     }
   }
 
@@ -807,6 +819,17 @@ export class CircuitBreaker implements IPolicy<IDefaultPolicyContext, never> {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }
+}
+
+function isStrategy(s: unknown): s is BreakerStrategy {
+  if (typeof s !== 'object' || s === null) return false;
+  const m = s as Record<keyof BreakerStrategy, unknown>;
+  return (
+    typeof m.record === 'function' &&
+    typeof m.halfOpen === 'function' &&
+    typeof m.reset === 'function' &&
+    typeof m.counts === 'function'
+  );
 }
 
 function validClock(clock: unknown): Clock {

@@ -3,6 +3,7 @@ import { LRUCache } from 'lru-cache';
 import { type Clock, systemClock } from '../core/clock.js';
 import type { Duration } from '../core/duration.js';
 import { InvalidOptionError } from '../core/errors.js';
+import type { Disposable } from '../core/events.js';
 import { duration, fn, fraction, integer, knownKeys, optionsObject } from '../core/validate.js';
 import {
   CircuitBreaker,
@@ -67,6 +68,8 @@ export class BreakerRegistry<K extends string = string> {
   readonly #maxOpenFraction: number;
   readonly #cache: LRUCache<K, CircuitBreaker>;
   readonly #open = new Set<CircuitBreaker>();
+  /** Each tracked breaker's state listener, dropped on eviction: a caller may still hold and use it. */
+  readonly #subscriptions = new WeakMap<CircuitBreaker, Disposable>();
   #vetoed = 0;
 
   constructor(options: BreakerRegistryOptions<K>) {
@@ -76,7 +79,10 @@ export class BreakerRegistry<K extends string = string> {
     const maxKeys = integer(opts.maxKeys, 'maxKeys', 1, 2 ** 24, 1000);
     const idleTtl = duration(opts.idleTtl, 'idleTtl', 600_000, 1);
     this.#maxOpenFraction = fraction(opts.maxOpenFraction, 'maxOpenFraction', 1);
-    const clock = opts.clock ?? systemClock;
+    const clock = opts.clock === undefined ? systemClock : opts.clock;
+    if (typeof clock !== 'object' || clock === null || typeof clock.now !== 'function') {
+      throw new InvalidOptionError('clock', clock, 'a Clock ({ now, setTimeout, clearTimeout })');
+    }
     this.#cache = new LRUCache<K, CircuitBreaker>({
       max: maxKeys,
       ttl: idleTtl,
@@ -84,8 +90,13 @@ export class BreakerRegistry<K extends string = string> {
       // Expiry is checked on access: no timer per key.
       ttlAutopurge: false,
       perf: { now: () => clock.now() },
+      // lru-cache otherwise caches now() for 1ms of real time (on a real timer), so an injected
+      // clock's jumps would go unseen.
+      ttlResolution: 0,
       dispose: (breaker) => {
         this.#open.delete(breaker);
+        this.#subscriptions.get(breaker)?.dispose();
+        this.#subscriptions.delete(breaker);
         void breaker.close();
       },
     });
@@ -169,10 +180,11 @@ export class BreakerRegistry<K extends string = string> {
       ...options,
       [kOpenGate]: (b: CircuitBreaker) => this.#mayOpen(b),
     } as CircuitBreakerOptions);
-    breaker.onStateChange((state: CircuitState) => {
+    const subscription = breaker.onStateChange((state: CircuitState) => {
       if (state === 'open' || state === 'half-open') this.#open.add(breaker);
       else this.#open.delete(breaker);
     });
+    this.#subscriptions.set(breaker, subscription);
     if (breaker.state === 'open' || breaker.state === 'half-open') this.#open.add(breaker);
     return breaker;
   }

@@ -1,4 +1,4 @@
-import { bool, integer, optionsObject } from '../../core/validate.js';
+import { bool, integer, knownKeys, optionsObject } from '../../core/validate.js';
 import type { BreakerStrategy, BreakerStrategyFactory, HalfOpenVerdict, WindowCounts } from '../strategy.js';
 
 /** Options of {@link consecutive}. */
@@ -17,6 +17,7 @@ export interface ConsecutiveOptions {
 export function consecutive(threshold: number, options?: ConsecutiveOptions): BreakerStrategyFactory {
   integer(threshold, 'strategy.threshold', 1, 2 ** 31 - 1);
   const opts = optionsObject(options, 'strategy');
+  knownKeys(opts, ['countSlowCalls'], 'strategy');
   const countSlow = bool(opts.countSlowCalls, 'strategy.countSlowCalls', false);
   return {
     name: `consecutive(${threshold})`,

@@ -82,9 +82,10 @@ class CountWindowStrategy implements BreakerStrategy {
     if (slow) this.#slow++;
     this.#next = i + 1 === this.size ? 0 : i + 1;
     const calls = this.#calls;
+    // Divide rather than compare with rate * calls, which rounds up: 0.55 * 100 is 55.00000000000001.
     return (
       calls >= this.minimumCalls &&
-      (this.#failures >= this.failureRate * calls || this.#slow >= this.slowCallRate * calls)
+      (this.#failures / calls >= this.failureRate || this.#slow / calls >= this.slowCallRate)
     );
   }
 

@@ -121,9 +121,10 @@ class TimeWindowStrategy implements BreakerStrategy {
       this.#totalSlow++;
     }
     const calls = this.#totalCalls;
+    // Divide rather than compare with rate * calls, which rounds up: 0.28 * 25 is 7.000000000000001.
     return (
       calls >= this.minimumThroughput &&
-      (this.#totalFailures >= this.failureRate * calls || this.#totalSlow >= this.slowCallRate * calls)
+      (this.#totalFailures / calls >= this.failureRate || this.#totalSlow / calls >= this.slowCallRate)
     );
   }
 
