@@ -19,7 +19,19 @@ export {
   isCircuitOpenError,
   type RejectReason,
 } from './errors.js';
-export { BreakerRegistry, type BreakerRegistryOptions, type BreakerRegistryStats, breakerRegistry } from './registry.js';
+export {
+  RedisBreakerState,
+  type RedisBreakerStateOptions,
+  type RedisBreakerStateStats,
+  type RedisConnection,
+  redisBreakerState,
+} from './redis-state.js';
+export {
+  BreakerRegistry,
+  type BreakerRegistryOptions,
+  type BreakerRegistryStats,
+  breakerRegistry,
+} from './registry.js';
 export type { SharedCircuitState, SharedStateListener, SharedTransition } from './shared-state.js';
 export { type ConsecutiveOptions, consecutive } from './strategies/consecutive.js';
 export { type CountWindowOptions, countWindow } from './strategies/count-window.js';
