@@ -5,3 +5,4 @@
  */
 export * from './breaker/index.js';
 export * from './core/public.js';
+export * from './retry/index.js';
