@@ -5,6 +5,7 @@ export const entries = {
   index: 'src/index.ts',
   'breaker/index': 'src/breaker/index.ts',
   'bulkhead/index': 'src/bulkhead/index.ts',
+  'cache/index': 'src/cache/index.ts',
   'retry/index': 'src/retry/index.ts',
   'testing/index': 'src/testing/index.ts',
 };

@@ -4,5 +4,7 @@
  * subpath (`buttress/breaker`) to load only what you use.
  */
 export * from './breaker/index.js';
+export * from './bulkhead/index.js';
+export * from './cache/index.js';
 export * from './core/public.js';
 export * from './retry/index.js';

@@ -14,6 +14,14 @@ export const ErrorCodes = {
   E_BULKHEAD_FULL: 'The bulkhead or concurrency limiter is at its limit with a full queue, or a waiter left the queue on its timeout.',
   E_RATE_LIMITED: 'The rate limiter refused the call: the key is over its rate.',
   E_THROTTLED: 'Client-side adaptive throttling rejected the call locally because the backend has been rejecting.',
+  E_FACTORY_TIMEOUT:
+    "A cache loader (getOrSet's factory) did not finish within its hardTimeout and no graced value could stand in.",
+  E_CACHE_SERIALIZE:
+    'The cache could not serialize a value for its Redis layer (a function, a symbol, a cycle, ...).',
+  E_CACHE_CORRUPT:
+    "A payload read from the cache's Redis layer could not be decoded; it was treated as a miss.",
+  E_CACHE_UNAVAILABLE:
+    "The cache's Redis layer was unreachable (connection not ready, circuit open, or timed out); the operation ran on L1 only.",
 } as const;
 
 /** A stable buttress error code. */
