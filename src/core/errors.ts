@@ -11,9 +11,11 @@ export const ErrorCodes = {
   E_CLOSED: 'The object was closed; it accepts no more calls.',
   E_TIMEOUT: 'The operation did not finish within its deadline.',
   E_REDIS_TIMEOUT: 'A Redis command did not answer within the configured Redis timeout.',
-  E_BULKHEAD_FULL: 'The bulkhead or concurrency limiter is at its limit with a full queue, or a waiter left the queue on its timeout.',
+  E_BULKHEAD_FULL:
+    'The bulkhead or concurrency limiter is at its limit with a full queue, or a waiter left the queue on its timeout.',
   E_RATE_LIMITED: 'The rate limiter refused the call: the key is over its rate.',
-  E_THROTTLED: 'Client-side adaptive throttling rejected the call locally because the backend has been rejecting.',
+  E_THROTTLED:
+    'Client-side adaptive throttling rejected the call locally because the backend has been rejecting.',
   E_FACTORY_TIMEOUT:
     "A cache loader (getOrSet's factory) did not finish within its hardTimeout and no graced value could stand in.",
   E_CACHE_SERIALIZE:
