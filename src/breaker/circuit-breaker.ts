@@ -13,6 +13,7 @@ import { channel } from '../core/diagnostics.js';
 import type { Duration } from '../core/duration.js';
 import { AbortedError, describe, InvalidOptionError } from '../core/errors.js';
 import { type Disposable, Emitter, type Event, toDisposable } from '../core/events.js';
+import { canAbort } from '../core/signals.js';
 import { duration, integer, knownKeys, nonEmptyString, numberIn, optionsObject } from '../core/validate.js';
 import { CircuitIsolatedError, CircuitOpenError, type RejectReason } from './errors.js';
 import type { SharedCircuitState } from './shared-state.js';
@@ -342,8 +343,10 @@ export class CircuitBreaker implements IPolicy<IDefaultPolicyContext, never> {
    */
   execute<T>(fn: (context: IDefaultPolicyContext) => PromiseLike<T> | T, signal?: AbortSignal): Promise<T> {
     if (this.#kind === CLOSED) {
+      // A signal that can never abort (cockatiel's retry always passes one down) is no signal:
+      // keep the fast path inside wraps.
       if (
-        signal === undefined &&
+        !canAbort(signal) &&
         this.#slowMs === undefined &&
         this.#successEm.size === 0 &&
         this.#failureEm.size === 0
@@ -358,8 +361,9 @@ export class CircuitBreaker implements IPolicy<IDefaultPolicyContext, never> {
   }
 
   /**
-   * The hot path: closed, untimed, no signal. Settles through two handlers bound once per
-   * breaker instead of an async frame, which halves the cost over a bare `await fn()`.
+   * The hot path: closed, untimed, no signal (or one that can never abort). Settles through two
+   * handlers bound once per breaker instead of an async frame, which halves the cost over a bare
+   * `await fn()`.
    * The price: such a call that completes after the circuit has left and re-entered the closed
    * state is counted in the new window (a window reset on close makes this rare and harmless).
    */

@@ -77,7 +77,8 @@ export class BreakerRegistry<K extends string = string> {
     knownKeys(opts, ['create', 'maxKeys', 'idleTtl', 'maxOpenFraction', 'clock']);
     this.#create = fn(opts.create, 'create');
     const maxKeys = integer(opts.maxKeys, 'maxKeys', 1, 2 ** 24, 1000);
-    const idleTtl = duration(opts.idleTtl, 'idleTtl', 600_000, 1);
+    // lru-cache takes whole milliseconds.
+    const idleTtl = Math.ceil(duration(opts.idleTtl, 'idleTtl', 600_000, 1));
     this.#maxOpenFraction = fraction(opts.maxOpenFraction, 'maxOpenFraction', 1);
     const clock = opts.clock === undefined ? systemClock : opts.clock;
     if (typeof clock !== 'object' || clock === null || typeof clock.now !== 'function') {

@@ -4,11 +4,20 @@ import { channel } from '../core/diagnostics.js';
 import type { Duration } from '../core/duration.js';
 import { AbortedError, ButtressError, InvalidOptionError } from '../core/errors.js';
 import { Emitter, type Event } from '../core/events.js';
+import {
+  ContextFactory,
+  canAbort,
+  kExecute,
+  kSource,
+  type LayerContext,
+  listen,
+  type SignalSource,
+} from '../core/signals.js';
 import { sharedTimerWheel, TimerEntry, type TimerWheel } from '../core/timer-wheel.js';
 import { duration, integer, knownKeys, optionsObject } from '../core/validate.js';
 import { validClock } from './internal/clock.js';
 import { LatencyHistogram } from './internal/latency-histogram.js';
-import { canAbort, LazySignal } from './internal/signals.js';
+import { LazySignal } from './internal/signals.js';
 import { RetryBudget, type RetryBudgetLike } from './retry-budget.js';
 
 /**
@@ -78,19 +87,11 @@ const lostReason: ButtressError = Object.freeze(
 ) as ButtressError;
 
 const hedgeChannel = channel('retry', 'hedge');
-const kLazy = Symbol('buttress.hedge.signal');
-/** Own enumerable accessor, so cockatiel's wrap() (object spread) passes the attempt's signal on. */
-const signalDescriptor: PropertyDescriptor = {
-  get(this: { [kLazy]: LazySignal }): AbortSignal {
-    return this[kLazy].signal;
-  },
-  enumerable: true,
-  configurable: true,
-};
 const MAX_DELAY = 2 ** 31 - 1;
 
 interface Core {
   readonly maxHedges: number;
+  readonly contexts: ContextFactory;
   readonly budget: RetryBudgetLike;
   readonly clock: Clock;
   readonly wheel: TimerWheel;
@@ -107,7 +108,9 @@ interface Core {
 /** One hedged call: its attempts, the timer of its next hedge, and its settlement. */
 class HedgeCall<T> extends TimerEntry {
   readonly core: Core;
-  readonly fn: (context: IHedgeContext) => PromiseLike<T> | T;
+  readonly fn: (context: never) => PromiseLike<T> | T;
+  /** Hand `fn` a bare layer context (inside buttress's `wrap()`) rather than a user context. */
+  readonly bare: boolean;
   readonly delay: number;
   readonly start: number;
   readonly signals: LazySignal[] = [];
@@ -119,10 +122,11 @@ class HedgeCall<T> extends TimerEntry {
   reject!: (error: unknown) => void;
   unlinkCaller: (() => void) | undefined = undefined;
 
-  constructor(core: Core, fn: (context: IHedgeContext) => PromiseLike<T> | T, delay: number) {
+  constructor(core: Core, fn: (context: never) => PromiseLike<T> | T, delay: number, bare: boolean) {
     super();
     this.core = core;
     this.fn = fn;
+    this.bare = bare;
     this.delay = delay;
     this.start = core.clock.now();
   }
@@ -132,11 +136,8 @@ class HedgeCall<T> extends TimerEntry {
     this.signals.push(lazy);
     this.starts.push(this.core.clock.now());
     this.inflight++;
-    const context = Object.defineProperty(
-      { attempt, [kLazy]: lazy },
-      'signal',
-      signalDescriptor,
-    ) as unknown as IHedgeContext;
+    const target: LayerContext = { attempt, [kSource]: lazy };
+    const context = (this.bare ? target : this.core.contexts.create(target)) as never;
     let result: PromiseLike<T> | T;
     try {
       result = this.fn(context);
@@ -302,6 +303,7 @@ export class Hedge implements IPolicy<IHedgeContext, never> {
     }
     this.#core = {
       maxHedges,
+      contexts: new ContextFactory(),
       budget,
       clock,
       wheel: sharedTimerWheel(clock),
@@ -336,21 +338,27 @@ export class Hedge implements IPolicy<IHedgeContext, never> {
    * @throws the error of the last attempt to fail, when every attempt fails.
    */
   execute<T>(fn: (context: IHedgeContext) => PromiseLike<T> | T, signal?: AbortSignal): Promise<T> {
-    if (signal?.aborted) return Promise.reject(new AbortedError(signal.reason));
+    return this.#start(fn, signal, false);
+  }
+
+  /** @internal The entry buttress's `wrap()` uses: the signal may be deferred, `fn` gets a bare layer context. */
+  [kExecute]<T>(fn: (context: LayerContext) => PromiseLike<T> | T, source: SignalSource): Promise<T> {
+    return this.#start(fn, source, true);
+  }
+
+  #start<T>(fn: (context: never) => PromiseLike<T> | T, source: SignalSource, bare: boolean): Promise<T> {
+    const caller = canAbort(source) ? source : undefined;
+    if (caller?.aborted) return Promise.reject(new AbortedError(caller.reason));
     const core = this.#core;
     core.calls++;
     core.budget.deposit();
     const delay = this.delay;
-    const call = new HedgeCall(core, fn, delay);
+    const call = new HedgeCall(core, fn, delay, bare);
     const promise = new Promise<T>((resolve, reject) => {
       call.resolve = resolve;
       call.reject = reject;
     });
-    if (canAbort(signal)) {
-      const listener = () => call.callerAborted(signal.reason);
-      signal.addEventListener('abort', listener, { once: true });
-      call.unlinkCaller = () => signal.removeEventListener('abort', listener);
-    }
+    if (caller !== undefined) call.unlinkCaller = listen(caller, (reason) => call.callerAborted(reason));
     if (delay < MAX_DELAY) core.wheel.insert(call, delay);
     call.launch(0);
     return promise;

@@ -22,6 +22,7 @@ export {
   type IHedgeContext,
   type PercentileDelay,
 } from './hedge.js';
+export { Retry, type RetryEvent, type RetryOptions, type RetryStats, retry } from './retry.js';
 export {
   RetryBudget,
   type RetryBudgetLike,
@@ -37,3 +38,4 @@ export {
   type TimeoutStrategy,
   timeout,
 } from './timeout.js';
+export { PolicyWrap, wrap } from './wrap.js';

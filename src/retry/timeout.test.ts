@@ -59,8 +59,30 @@ describe('timeout (aggressive, the default)', () => {
     const t = timeout('1s', { clock });
     await expect(t.execute(async () => 42)).resolves.toBe(42);
     await expect(t.execute(() => 'sync')).resolves.toBe('sync');
+    // The timeout's one wheel entry is released at the end of the tick its last call settled in.
     await nextTick();
     expect(clock.pending).toBe(0);
+    expect(sharedTimerWheel(clock).size).toBe(0);
+    expect(t.stats().timeouts).toBe(0);
+  });
+
+  it('expires many concurrent calls in order, each at its own deadline, with one wheel entry', async () => {
+    const clock = new FakeClock(0);
+    const t = timeout(100, { clock });
+    const rejectedAt: number[] = [];
+    const calls: Promise<unknown>[] = [];
+    for (let i = 0; i < 5; i++) {
+      calls.push(t.execute(never).catch(() => rejectedAt.push(clock.now())));
+      await clock.advanceAsync(10);
+    }
+    const quick = t.execute(async () => 'quick');
+    expect(sharedTimerWheel(clock).size).toBe(1);
+    await expect(quick).resolves.toBe('quick');
+    await clock.advanceAsync(200);
+    await Promise.all(calls);
+    expect(rejectedAt).toEqual([100, 110, 120, 130, 140]);
+    expect(t.stats()).toMatchObject({ calls: 6, timeouts: 5 });
+    await nextTick();
     expect(sharedTimerWheel(clock).size).toBe(0);
   });
 

@@ -1,24 +1,14 @@
-import { noop } from 'cockatiel';
-import { neverAbortedSignal, onAbort } from '../../core/abort.js';
 import { ButtressError } from '../../core/errors.js';
+import { canAbort, type DeferredSignal, kDeferred, listen } from '../../core/signals.js';
 
 /*
  * Creating an AbortSignal is the dominant cost of a policy call on Node 20 (several microseconds:
  * Node builds each one as an EventTarget and then swaps its prototype). Everything here exists to
- * create signals only when a callee actually reads one.
+ * create signals only when a callee actually reads one. The detection of never-aborting signals
+ * lives in src/core/signals.ts, shared with the breaker.
  */
 
-// cockatiel's policies pass their own never-aborted signal down when the caller gave none; learn
-// which object it is (the callback runs synchronously) so we can skip listening to it.
-let cockatielNever: AbortSignal | undefined;
-void noop.execute(({ signal }) => {
-  if (!signal.aborted) cockatielNever = signal;
-});
-
-/** True when `signal` can ever abort: not undefined and not one of the known never-aborted signals. */
-export function canAbort(signal: AbortSignal | undefined): signal is AbortSignal {
-  return signal !== undefined && signal !== neverAbortedSignal && signal !== cockatielNever;
-}
+export { canAbort } from '../../core/signals.js';
 
 /**
  * Reason given to a callee's signal when the call it belongs to has settled (cockatiel's
@@ -29,17 +19,20 @@ export const settledReason: ButtressError = Object.freeze(
 ) as ButtressError;
 
 /**
- * An AbortSignal that exists only once someone reads it. Aborting it before then just records
- * the reason; the signal, when created, starts aborted. Linked lazily to a parent signal.
+ * An AbortSignal that exists only once someone reads it (a {@link DeferredSignal}). Aborting it
+ * before then just records the reason and tells its subscribers; the signal, when created,
+ * starts aborted. Linked lazily to a parent, itself possibly deferred.
  */
-export class LazySignal {
+export class LazySignal implements DeferredSignal {
+  declare readonly [kDeferred]: true;
   #controller: AbortController | undefined;
-  #parent: AbortSignal | undefined;
+  #parent: AbortSignal | DeferredSignal | undefined;
   #unlink: (() => void) | undefined;
+  #listeners: ((reason: unknown) => void)[] | undefined;
   #aborted = false;
   #reason: unknown;
 
-  constructor(parent: AbortSignal | undefined) {
+  constructor(parent: AbortSignal | DeferredSignal | undefined) {
     this.#parent = canAbort(parent) ? parent : undefined;
   }
 
@@ -48,19 +41,38 @@ export class LazySignal {
     let controller = this.#controller;
     if (controller === undefined) {
       controller = this.#controller = new AbortController();
-      const parent = this.#parent;
       if (this.#aborted) controller.abort(this.#reason);
-      else if (parent !== undefined) {
-        if (parent.aborted) controller.abort(parent.reason);
-        else this.#unlink = onAbort(parent, (reason) => this.abort(reason));
-      }
+      else this.#follow();
     }
     return controller.signal;
   }
 
   /** True once aborted (whether or not the signal has been created). */
   get aborted(): boolean {
-    return this.#aborted || (this.#controller?.signal.aborted ?? false);
+    return this.#aborted || (this.#parent?.aborted ?? false);
+  }
+
+  /** Why it aborted (undefined while it has not). */
+  get reason(): unknown {
+    return this.#aborted ? this.#reason : this.#parent?.reason;
+  }
+
+  subscribe(listener: (reason: unknown) => void): () => void {
+    const list = (this.#listeners ??= []);
+    list.push(listener);
+    this.#follow();
+    return () => {
+      const i = this.#listeners?.indexOf(listener) ?? -1;
+      if (i !== -1) this.#listeners!.splice(i, 1);
+    };
+  }
+
+  /** Starts listening to the parent, once. */
+  #follow(): void {
+    const parent = this.#parent;
+    if (parent === undefined || this.#unlink !== undefined || this.#aborted) return;
+    if (parent.aborted) this.abort(parent.reason);
+    else this.#unlink = listen(parent, (reason) => this.abort(reason));
   }
 
   /** Aborts the signal (now, or at creation if nobody has read it yet). Idempotent. */
@@ -70,6 +82,11 @@ export class LazySignal {
     this.#reason = reason;
     this.dispose();
     this.#controller?.abort(reason);
+    const listeners = this.#listeners;
+    if (listeners !== undefined) {
+      this.#listeners = undefined;
+      for (const l of listeners) l(reason);
+    }
   }
 
   /** Stops following the parent. */
@@ -82,3 +99,5 @@ export class LazySignal {
     this.#parent = undefined;
   }
 }
+
+Object.defineProperty(LazySignal.prototype, kDeferred, { value: true });
