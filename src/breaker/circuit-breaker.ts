@@ -14,7 +14,15 @@ import type { Duration } from '../core/duration.js';
 import { AbortedError, describe, InvalidOptionError } from '../core/errors.js';
 import { type Disposable, Emitter, type Event, toDisposable } from '../core/events.js';
 import { canAbort } from '../core/signals.js';
-import { duration, integer, knownKeys, nonEmptyString, numberIn, optionsObject } from '../core/validate.js';
+import {
+  clockOption,
+  duration,
+  integer,
+  knownKeys,
+  nonEmptyString,
+  numberIn,
+  optionsObject,
+} from '../core/validate.js';
 import { CircuitIsolatedError, CircuitOpenError, type RejectReason } from './errors.js';
 import type { SharedCircuitState } from './shared-state.js';
 import { consecutive } from './strategies/consecutive.js';
@@ -252,7 +260,7 @@ export class CircuitBreaker implements IPolicy<IDefaultPolicyContext, never> {
       'clock',
     ]);
     this.#name = opts.name === undefined ? undefined : nonEmptyString(opts.name, 'name');
-    this.#clock = validClock(opts.clock);
+    this.#clock = clockOption(opts.clock);
     const factory = opts.strategy ?? consecutive(5);
     if (typeof factory !== 'object' || factory === null || typeof factory.create !== 'function') {
       throw new InvalidOptionError(
@@ -834,20 +842,6 @@ function isStrategy(s: unknown): s is BreakerStrategy {
     typeof m.reset === 'function' &&
     typeof m.counts === 'function'
   );
-}
-
-function validClock(clock: unknown): Clock {
-  if (clock === undefined) return systemClock;
-  const c = clock as Clock;
-  if (
-    typeof c !== 'object' ||
-    c === null ||
-    typeof c.now !== 'function' ||
-    typeof c.setTimeout !== 'function'
-  ) {
-    throw new InvalidOptionError('clock', clock, 'a Clock ({ now, setTimeout, clearTimeout })');
-  }
-  return c;
 }
 
 /** Returns the delay before half-open for the n-th consecutive opening, and a reset for when the circuit closes. */

@@ -5,7 +5,7 @@ import { type Clock, systemClock, type Timer } from '../core/clock.js';
 import type { Duration } from '../core/duration.js';
 import { AbortedError, InvalidOptionError, TimeoutError } from '../core/errors.js';
 import { type Disposable, Emitter, type Event, noopDisposable, toDisposable } from '../core/events.js';
-import { duration, knownKeys, nonEmptyString, optionsObject } from '../core/validate.js';
+import { clockOption, duration, knownKeys, nonEmptyString, optionsObject } from '../core/validate.js';
 import {
   acquireLease,
   type LuaScript,
@@ -237,7 +237,7 @@ export class RedisBreakerState implements SharedCircuitState {
     const namespace = nonEmptyString(opts.namespace, 'namespace', 'buttress');
     this.#timeout = duration(opts.timeout, 'timeout', 250, 1, 60_000);
     this.#leaseTtl = Math.ceil(duration(opts.leaseTtl, 'leaseTtl', 10_000, 1));
-    this.#clock = validClock(opts.clock);
+    this.#clock = clockOption(opts.clock);
     this.#redis = redis;
     this.#commands = redis as unknown as CommandConnection;
     // One hash tag for the circuit's keys and channel: its scripts touch keys of one Cluster slot,
@@ -662,21 +662,6 @@ function parseMessage(raw: unknown): Message | undefined {
     return { state: 'open', halfOpenIn: m.halfOpenIn, origin: m.origin };
   }
   return undefined;
-}
-
-function validClock(clock: unknown): Clock {
-  if (clock === undefined) return systemClock;
-  const c = clock as Clock;
-  if (
-    typeof c !== 'object' ||
-    c === null ||
-    typeof c.now !== 'function' ||
-    typeof c.setTimeout !== 'function' ||
-    typeof c.clearTimeout !== 'function'
-  ) {
-    throw new InvalidOptionError('clock', clock, 'a Clock ({ now, setTimeout, clearTimeout })');
-  }
-  return c;
 }
 
 function noop(): void {}

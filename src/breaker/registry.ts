@@ -4,7 +4,7 @@ import { type Clock, systemClock } from '../core/clock.js';
 import type { Duration } from '../core/duration.js';
 import { InvalidOptionError } from '../core/errors.js';
 import type { Disposable } from '../core/events.js';
-import { duration, fn, fraction, integer, knownKeys, optionsObject } from '../core/validate.js';
+import { clockOption, duration, fn, fraction, integer, knownKeys, optionsObject } from '../core/validate.js';
 import {
   CircuitBreaker,
   type CircuitBreakerOptions,
@@ -80,10 +80,7 @@ export class BreakerRegistry<K extends string = string> {
     // lru-cache takes whole milliseconds.
     const idleTtl = Math.ceil(duration(opts.idleTtl, 'idleTtl', 600_000, 1));
     this.#maxOpenFraction = fraction(opts.maxOpenFraction, 'maxOpenFraction', 1);
-    const clock = opts.clock === undefined ? systemClock : opts.clock;
-    if (typeof clock !== 'object' || clock === null || typeof clock.now !== 'function') {
-      throw new InvalidOptionError('clock', clock, 'a Clock ({ now, setTimeout, clearTimeout })');
-    }
+    const clock = clockOption(opts.clock);
     this.#cache = new LRUCache<K, CircuitBreaker>({
       max: maxKeys,
       ttl: idleTtl,

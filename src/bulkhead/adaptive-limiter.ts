@@ -6,14 +6,22 @@ import type { Duration } from '../core/duration.js';
 import { AbortedError, ClosedError, hasCode, InvalidOptionError } from '../core/errors.js';
 import { Emitter, type Event } from '../core/events.js';
 import { type Stopwatch, stopwatch } from '../core/hr-time.js';
-import { duration, fraction, integer, knownKeys, optionsObject, fn as validFn } from '../core/validate.js';
+import {
+  clockOption,
+  duration,
+  fraction,
+  integer,
+  knownKeys,
+  optionsObject,
+  fn as validFn,
+} from '../core/validate.js';
 import { AIMD_KEYS, type AimdOptions, aimd } from './algorithms/aimd.js';
 import { GRADIENT2_KEYS, type Gradient2Options, gradient2 } from './algorithms/gradient2.js';
 import { VEGAS_KEYS, type VegasOptions, vegas } from './algorithms/vegas.js';
 import type { BulkheadRejectEvent } from './bulkhead.js';
 import { BulkheadFullError, type BulkheadRejectReason } from './errors.js';
 import { clamp } from './internal/math.js';
-import { optionalName, QUEUE_KEYS, queueSettings, validClock } from './internal/options.js';
+import { optionalName, QUEUE_KEYS, queueSettings } from './internal/options.js';
 import { SampleWindow, type WindowSettings } from './internal/sample-window.js';
 import { type LeaveReason, type QueueOrder, type Waiter, WaitQueue } from './internal/wait-queue.js';
 import type { LimitAlgorithm, LimitAlgorithmFactory } from './limit-algorithm.js';
@@ -309,7 +317,7 @@ export class AdaptiveLimiter implements IPolicy<IDefaultPolicyContext, never> {
     this.#minRtt = duration(opts.minRttThreshold, 'minRttThreshold', 0.1, 0);
     this.#window = windowFor(opts.window);
     this.#name = optionalName(opts.name);
-    const clock = validClock(opts.clock);
+    const clock = clockOption(opts.clock);
     this.#watch = stopwatch(clock);
 
     this.#algorithmName = String(factory.name);

@@ -6,9 +6,9 @@ import type { Duration } from '../core/duration.js';
 import { AbortedError, ClosedError } from '../core/errors.js';
 import { Emitter, type Event } from '../core/events.js';
 import { type Stopwatch, stopwatch } from '../core/hr-time.js';
-import { integer, knownKeys, optionsObject } from '../core/validate.js';
+import { clockOption, integer, knownKeys, optionsObject } from '../core/validate.js';
 import { BulkheadFullError, type BulkheadRejectReason } from './errors.js';
-import { optionalName, QUEUE_KEYS, queueSettings, validClock } from './internal/options.js';
+import { optionalName, QUEUE_KEYS, queueSettings } from './internal/options.js';
 import { type LeaveReason, type QueueOrder, type Waiter, WaitQueue } from './internal/wait-queue.js';
 
 export type { QueueOrder } from './internal/wait-queue.js';
@@ -147,7 +147,7 @@ export class Bulkhead implements IPolicy<IDefaultPolicyContext, never> {
     this.#cap = this.#limit;
     const settings = queueSettings(opts);
     this.#name = optionalName(opts.name);
-    const clock = validClock(opts.clock);
+    const clock = clockOption(opts.clock);
     this.#watch = stopwatch(clock);
     this.#queue = new WaitQueue<BulkheadWaiter>({
       capacity: settings.queue,

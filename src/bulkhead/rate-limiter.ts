@@ -6,11 +6,11 @@ import type { Duration } from '../core/duration.js';
 import { AbortedError, InvalidOptionError, TimeoutError } from '../core/errors.js';
 import { Emitter, type Event } from '../core/events.js';
 import { type Stopwatch, stopwatch } from '../core/hr-time.js';
-import { bool, duration, integer, knownKeys, optionsObject } from '../core/validate.js';
+import { bool, clockOption, duration, integer, knownKeys, optionsObject } from '../core/validate.js';
 import { RateLimitedError, type RateLimitReason } from './errors.js';
 import { withDeadline } from './internal/deadline.js';
 import { gcd } from './internal/math.js';
-import { optionalName, validClock } from './internal/options.js';
+import { optionalName } from './internal/options.js';
 import type { GcraParams, RateLimitDecision, RateLimitStore } from './rate-limit-store.js';
 import { memoryStore } from './stores/memory-store.js';
 
@@ -179,7 +179,7 @@ export class RateLimiter implements IPolicy<IDefaultPolicyContext, never> {
     this.#timeout = duration(opts.timeout, 'timeout', storeTimeout ?? 250, 1, 60_000);
     this.#storeBounded = storeTimeout !== undefined && storeTimeout <= this.#timeout;
     this.#name = optionalName(opts.name);
-    this.#clock = validClock(opts.clock);
+    this.#clock = clockOption(opts.clock);
     this.#watch = stopwatch(this.#clock);
     this.#host = {
       onSuccess: this.onSuccess,

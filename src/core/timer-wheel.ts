@@ -1,6 +1,6 @@
 import { type Clock, systemClock, type Timer } from './clock.js';
 import { InvalidOptionError } from './errors.js';
-import { integer, knownKeys, numberIn, optionsObject } from './validate.js';
+import { clockOption, integer, knownKeys, numberIn, optionsObject } from './validate.js';
 
 /*
  * A hashed timing wheel (Varghese & Lauck, scheme 6, as in Netty's HashedWheelTimer) driven by a
@@ -96,7 +96,7 @@ export class TimerWheel {
   constructor(options?: TimerWheelOptions) {
     const opts = optionsObject(options);
     knownKeys(opts, ['clock', 'tick', 'slots']);
-    this.#clock = validClock(opts.clock);
+    this.#clock = clockOption(opts.clock);
     this.#tickMs = numberIn(opts.tick, 'tick', 0.001, 60_000, 1);
     const slots = integer(opts.slots, 'slots', 32, 1 << 20, 4096);
     if ((slots & (slots - 1)) !== 0) throw new InvalidOptionError('slots', slots, 'a power of two');
@@ -317,19 +317,4 @@ export function sharedTimerWheel(clock: Clock = systemClock): TimerWheel {
     wheels.set(clock, wheel);
   }
   return wheel;
-}
-
-function validClock(clock: unknown): Clock {
-  if (clock === undefined) return systemClock;
-  const c = clock as Clock;
-  if (
-    typeof c !== 'object' ||
-    c === null ||
-    typeof c.now !== 'function' ||
-    typeof c.setTimeout !== 'function' ||
-    typeof c.clearTimeout !== 'function'
-  ) {
-    throw new InvalidOptionError('clock', clock, 'a Clock ({ now, setTimeout, clearTimeout })');
-  }
-  return c;
 }

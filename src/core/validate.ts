@@ -1,3 +1,4 @@
+import { type Clock, systemClock } from './clock.js';
 import { parseDuration } from './duration.js';
 import { InvalidOptionError } from './errors.js';
 
@@ -111,4 +112,23 @@ export function knownKeys(value: object, known: readonly string[], option = 'opt
       );
     }
   }
+}
+
+/**
+ * The `clock` option: a {@link Clock} with `now`, `setTimeout` and `clearTimeout`, or
+ * `systemClock` when undefined.
+ */
+export function clockOption(value: unknown, option = 'clock'): Clock {
+  if (value === undefined) return systemClock;
+  const c = value as Clock;
+  if (
+    typeof c !== 'object' ||
+    c === null ||
+    typeof c.now !== 'function' ||
+    typeof c.setTimeout !== 'function' ||
+    typeof c.clearTimeout !== 'function'
+  ) {
+    throw new InvalidOptionError(option, value, 'a Clock ({ now, setTimeout, clearTimeout })');
+  }
+  return c;
 }

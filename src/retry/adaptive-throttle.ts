@@ -6,6 +6,7 @@ import type { Duration } from '../core/duration.js';
 import { AbortedError, isAbortedError } from '../core/errors.js';
 import { Emitter, type Event } from '../core/events.js';
 import {
+  clockOption,
   duration,
   fn as fnOption,
   integer,
@@ -15,7 +16,6 @@ import {
   optionsObject,
 } from '../core/validate.js';
 import { ThrottledError } from './errors.js';
-import { validClock } from './internal/clock.js';
 import { WindowedCounter } from './internal/windowed-counter.js';
 
 /** Options of {@link adaptiveThrottle}. */
@@ -125,7 +125,7 @@ export class AdaptiveThrottle implements IPolicy<IDefaultPolicyContext, never> {
     const buckets = integer(opts.buckets, 'buckets', 1, 3600, 24);
     this.#isRejection = fnOption<(error: unknown) => boolean>(opts.isRejection, 'isRejection', notAborted);
     this.#random = fnOption<() => number>(opts.random, 'random', Math.random);
-    this.#clock = validClock(opts.clock);
+    this.#clock = clockOption(opts.clock);
     this.#counter = new WindowedCounter(window, buckets, 2);
   }
 

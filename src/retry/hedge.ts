@@ -14,8 +14,7 @@ import {
   type SignalSource,
 } from '../core/signals.js';
 import { sharedTimerWheel, TimerEntry, type TimerWheel } from '../core/timer-wheel.js';
-import { duration, integer, knownKeys, optionsObject } from '../core/validate.js';
-import { validClock } from './internal/clock.js';
+import { clockOption, duration, integer, knownKeys, optionsObject } from '../core/validate.js';
 import { LatencyHistogram } from './internal/latency-histogram.js';
 import { LazySignal } from './internal/signals.js';
 import { RetryBudget, type RetryBudgetLike } from './retry-budget.js';
@@ -268,7 +267,7 @@ export class Hedge implements IPolicy<IHedgeContext, never> {
   constructor(options: HedgeOptions) {
     const opts = optionsObject(options);
     knownKeys(opts, ['delay', 'maxHedges', 'budget', 'clock']);
-    const clock = validClock(opts.clock);
+    const clock = clockOption(opts.clock);
     const delay = opts.delay;
     let histogram: LatencyHistogram | undefined;
     if (typeof delay === 'object' && delay !== null) {

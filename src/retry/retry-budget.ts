@@ -1,7 +1,6 @@
 import type { Clock } from '../core/clock.js';
 import type { Duration } from '../core/duration.js';
-import { duration, knownKeys, numberIn, optionsObject } from '../core/validate.js';
-import { validClock } from './internal/clock.js';
+import { clockOption, duration, knownKeys, numberIn, optionsObject } from '../core/validate.js';
 import { WindowedCounter } from './internal/windowed-counter.js';
 
 /** Options of {@link retryBudget}. */
@@ -90,7 +89,7 @@ export class RetryBudget implements RetryBudgetLike {
     this.#ratio = numberIn(opts.ratio, 'ratio', 0, 1000, 0.2);
     this.#minPerSecond = numberIn(opts.minPerSecond, 'minPerSecond', 0, 1_000_000, 10);
     this.#ttl = duration(opts.ttl, 'ttl', 10_000, 1000, 3_600_000);
-    this.#clock = validClock(opts.clock);
+    this.#clock = clockOption(opts.clock);
     // Rounded down, so the budget never lends more than the ratio promises.
     this.#depositAmount = Math.floor(this.#ratio * SCALE);
     this.#reserve = Math.floor(this.#minPerSecond * (this.#ttl / 1000) * SCALE);

@@ -25,9 +25,8 @@ import {
   type SignalSource,
 } from '../core/signals.js';
 import { sharedTimerWheel, TimerEntry, type TimerWheel } from '../core/timer-wheel.js';
-import { duration, integer, knownKeys, optionsObject } from '../core/validate.js';
+import { clockOption, duration, integer, knownKeys, optionsObject } from '../core/validate.js';
 import type { BudgetExhaustedEvent, RetryFilter } from './budgeted-retry.js';
-import { validClock } from './internal/clock.js';
 import { listenedEvent } from './internal/listened.js';
 import type { RetryBudgetLike } from './retry-budget.js';
 
@@ -386,7 +385,7 @@ export class Retry implements IPolicy<IRetryContext, never> {
   constructor(options?: RetryOptions) {
     const opts = optionsObject(options);
     knownKeys(opts, ['maxAttempts', 'backoff', 'isFailure', 'budget', 'clock']);
-    const clock = validClock(opts.clock);
+    const clock = clockOption(opts.clock);
     const maxAttempts = integer(opts.maxAttempts, 'maxAttempts', 0, 1_000_000, 3);
 
     let delay = 0;

@@ -17,8 +17,7 @@ import {
   type SignalSource,
 } from '../core/signals.js';
 import { sharedTimerWheel, TimerEntry, type TimerWheel } from '../core/timer-wheel.js';
-import { bool, duration, knownKeys, oneOf, optionsObject } from '../core/validate.js';
-import { validClock } from './internal/clock.js';
+import { bool, clockOption, duration, knownKeys, oneOf, optionsObject } from '../core/validate.js';
 import { listenedEvent } from './internal/listened.js';
 import { settledReason } from './internal/signals.js';
 
@@ -486,7 +485,7 @@ export class Timeout implements IPolicy<IDefaultPolicyContext, never> {
       ['cooperative', 'aggressive', 'optimistic'],
       'aggressive',
     );
-    const clock = validClock(opts.clock);
+    const clock = clockOption(opts.clock);
     this.#core = {
       ms: value,
       aggressive: strategy === 'aggressive',

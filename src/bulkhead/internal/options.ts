@@ -35,21 +35,6 @@ export function queueSettings(opts: {
   };
 }
 
-export function validClock(clock: unknown): Clock {
-  if (clock === undefined) return systemClock;
-  const c = clock as Clock;
-  if (
-    typeof c !== 'object' ||
-    c === null ||
-    typeof c.now !== 'function' ||
-    typeof c.setTimeout !== 'function' ||
-    typeof c.clearTimeout !== 'function'
-  ) {
-    throw new InvalidOptionError('clock', clock, 'a Clock ({ now, setTimeout, clearTimeout })');
-  }
-  return c;
-}
-
 export function optionalName(name: unknown): string | undefined {
   return name === undefined ? undefined : nonEmptyString(name, 'name');
 }

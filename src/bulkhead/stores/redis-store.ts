@@ -2,9 +2,15 @@ import type { Cluster, Redis } from 'ioredis';
 import type { Clock } from '../../core/clock.js';
 import type { Duration } from '../../core/duration.js';
 import { InvalidOptionError, TimeoutError } from '../../core/errors.js';
-import { duration, knownKeys, nonEmptyString, oneOf, optionsObject } from '../../core/validate.js';
+import {
+  clockOption,
+  duration,
+  knownKeys,
+  nonEmptyString,
+  oneOf,
+  optionsObject,
+} from '../../core/validate.js';
 import { withDeadline } from '../internal/deadline.js';
-import { validClock } from '../internal/options.js';
 import type { GcraParams, RateLimitDecision, RateLimitStore } from '../rate-limit-store.js';
 import { gcraTake as gcraTakeScript, type LuaScript } from '../scripts/index.js';
 
@@ -82,7 +88,7 @@ class RedisRateLimitStore implements RateLimitStore {
     const namespace = nonEmptyString(opts.namespace, 'namespace', 'buttress');
     this.timeout = duration(opts.timeout, 'timeout', 250, 1, 60_000);
     this.#clientTime = oneOf(opts.time, 'time', ['redis', 'client'], 'redis') === 'client';
-    this.#clock = validClock(opts.clock);
+    this.#clock = clockOption(opts.clock);
     this.#redis = r as EvalConnection;
     this.#prefix = `{${namespace}:rl:`;
   }

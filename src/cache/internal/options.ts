@@ -1,8 +1,9 @@
-import { type Clock, systemClock } from '../../core/clock.js';
+import type { Clock } from '../../core/clock.js';
 import { InvalidOptionError } from '../../core/errors.js';
 import { isRedisConnection, type RedisConnection } from '../../core/redis.js';
 import {
   bool,
+  clockOption,
   duration,
   fn,
   integer,
@@ -139,16 +140,7 @@ export function resolveOptions(options: CacheOptions | undefined): ResolvedOptio
     throw new InvalidOptionError('serializer', serializer, 'a Serializer ({ name, serialize, deserialize })');
   }
 
-  const clock = opts.clock ?? systemClock;
-  if (
-    typeof clock !== 'object' ||
-    clock === null ||
-    typeof clock.now !== 'function' ||
-    typeof clock.setTimeout !== 'function' ||
-    typeof clock.clearTimeout !== 'function'
-  ) {
-    throw new InvalidOptionError('clock', clock, 'a Clock ({ now, setTimeout, clearTimeout })');
-  }
+  const clock = clockOption(opts.clock);
 
   let bus: boolean;
   let busHeartbeat = 1_000;
