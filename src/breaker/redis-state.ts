@@ -1,10 +1,19 @@
 import { randomBytes } from 'node:crypto';
-import type { Cluster, Redis } from 'ioredis';
 import { onAbort } from '../core/abort.js';
-import { type Clock, systemClock, type Timer } from '../core/clock.js';
+import type { Clock, Timer } from '../core/clock.js';
 import type { Duration } from '../core/duration.js';
 import { AbortedError, InvalidOptionError, TimeoutError } from '../core/errors.js';
 import { type Disposable, Emitter, type Event, noopDisposable, toDisposable } from '../core/events.js';
+import {
+  type RedisConnection as AnyRedisConnection,
+  closeSubscriber,
+  duplicateSubscriber,
+  evalScript,
+  isRedisConnection,
+  type SubscriberConnection,
+  type SubscriberListeners,
+  watchSubscriber,
+} from '../core/redis.js';
 import { clockOption, duration, knownKeys, nonEmptyString, optionsObject } from '../core/validate.js';
 import {
   acquireLease,
@@ -25,7 +34,7 @@ import type { SharedCircuitState, SharedStateListener, SharedTransition } from '
  * const cluster: RedisConnection = new Cluster([{ host: '10.0.0.1', port: 6379 }]);
  * const shared = redisBreakerState(cluster, { key: 'search-api' });
  */
-export type RedisConnection = Redis | Cluster;
+export type RedisConnection = AnyRedisConnection;
 
 /**
  * Options of {@link redisBreakerState}.
@@ -102,24 +111,6 @@ const SYNC_RETRIES = 3;
 /** Longest wait between two attempts to read the stored state. */
 const SYNC_MAX_DELAY = 5_000;
 
-/** The commands we run on the user's connection (a `Redis` and a `Cluster` both have them). */
-interface CommandConnection {
-  readonly status: string;
-  evalsha(sha1: string, numkeys: number, ...args: (string | number)[]): Promise<unknown>;
-  eval(script: string, numkeys: number, ...args: (string | number)[]): Promise<unknown>;
-}
-
-/** What we use of our own subscriber connection. */
-interface SubscriberConnection {
-  readonly status: string;
-  subscribe(channel: string): Promise<unknown>;
-  on(event: string, listener: (...args: any[]) => void): unknown;
-  once(event: string, listener: (...args: any[]) => void): unknown;
-  off(event: string, listener: (...args: any[]) => void): unknown;
-  connect(): Promise<void>;
-  disconnect(): void;
-}
-
 type Message =
   | { readonly state: 'open'; readonly halfOpenIn: number; readonly origin: string }
   | { readonly state: 'closed'; readonly origin: string };
@@ -178,7 +169,6 @@ export function redisBreakerState(
  */
 export class RedisBreakerState implements SharedCircuitState {
   readonly #redis: RedisConnection;
-  readonly #commands: CommandConnection;
   readonly #key: string;
   readonly #stateKey: string;
   readonly #leaseKey: string;
@@ -202,6 +192,12 @@ export class RedisBreakerState implements SharedCircuitState {
   /** Whether the breaker holds a probe grant of ours (from Redis or local) not yet given back. */
   #probing = false;
   #closing: Promise<void> | undefined;
+  /** One object, so that close() takes off exactly the listeners #startSubscriber() put on. */
+  readonly #subListeners: SubscriberListeners = {
+    message: (channel, raw) => this.#onMessage(channel, raw),
+    ready: () => this.#sync(),
+    close: () => this.#onClose(),
+  };
 
   #published = 0;
   #received = 0;
@@ -220,15 +216,7 @@ export class RedisBreakerState implements SharedCircuitState {
 
   /** Prefer {@link redisBreakerState}. @throws {InvalidOptionError} as it does. */
   constructor(redis: RedisConnection, options: RedisBreakerStateOptions) {
-    const r = redis as unknown as Partial<CommandConnection & { duplicate: unknown }> | null;
-    if (
-      typeof r !== 'object' ||
-      r === null ||
-      typeof r.evalsha !== 'function' ||
-      typeof r.eval !== 'function' ||
-      typeof r.duplicate !== 'function' ||
-      typeof r.status !== 'string'
-    ) {
+    if (!isRedisConnection(redis)) {
       throw new InvalidOptionError('redis', redis, 'an ioredis Redis or Cluster instance');
     }
     const opts = optionsObject(options);
@@ -239,7 +227,6 @@ export class RedisBreakerState implements SharedCircuitState {
     this.#leaseTtl = Math.ceil(duration(opts.leaseTtl, 'leaseTtl', 10_000, 1));
     this.#clock = clockOption(opts.clock);
     this.#redis = redis;
-    this.#commands = redis as unknown as CommandConnection;
     // One hash tag for the circuit's keys and channel: its scripts touch keys of one Cluster slot,
     // and the channel could move to sharded pub/sub (SPUBLISH) without a rename.
     const tag = `{${namespace}:breaker:${this.#key}}`;
@@ -290,7 +277,7 @@ export class RedisBreakerState implements SharedCircuitState {
       this.#dropped++;
       return;
     }
-    this.#guard(this.#eval(script, this.#stateKey, args)).then(
+    this.#guard(evalScript(this.#redis, script, [this.#stateKey, ...args])).then(
       (result) => {
         if (result !== TIMED_OUT) this.#published++;
       },
@@ -307,7 +294,7 @@ export class RedisBreakerState implements SharedCircuitState {
   async acquireProbe(signal?: AbortSignal): Promise<boolean> {
     if (signal?.aborted) throw new AbortedError(signal.reason);
     if (this.#closing !== undefined || !this.#ready()) return this.#localGrant();
-    const call = this.#eval(acquireLease, this.#leaseKey, [this.#id, this.#leaseTtl]);
+    const call = evalScript(this.#redis, acquireLease, [this.#leaseKey, this.#id, this.#leaseTtl]);
     let result: unknown;
     try {
       result = await this.#guard(call, signal);
@@ -359,8 +346,9 @@ export class RedisBreakerState implements SharedCircuitState {
       this.#dropped++;
       return;
     }
-    this.#guard(this.#eval(releaseLease, this.#leaseKey, [this.#id])).then(noop, (error: unknown) =>
-      this.#failed(error),
+    this.#guard(evalScript(this.#redis, releaseLease, [this.#leaseKey, this.#id])).then(
+      noop,
+      (error: unknown) => this.#failed(error),
     );
   }
 
@@ -406,26 +394,8 @@ export class RedisBreakerState implements SharedCircuitState {
     const sub = this.#sub;
     this.#sub = undefined;
     if (sub === undefined) return;
-    sub.off('message', this.#onMessage);
-    sub.off('ready', this.#onReady);
-    sub.off('close', this.#onClose);
-    // The error listener stays: errors may still come while the socket winds down.
-    if (sub.status === 'end' || sub.status === 'wait' || sub.status === 'reconnecting') {
-      // No socket to wait for ('reconnecting' is the pause between two attempts, which
-      // disconnect() cancels without emitting 'end').
-      sub.disconnect();
-      return;
-    }
-    const ended = new Promise<void>((resolve) => {
-      // Bounded, in case a connection never reports its end: close() must not hang either.
-      const timer = this.#clock.setTimeout(resolve, this.#timeout);
-      sub.once('end', () => {
-        this.#clock.clearTimeout(timer);
-        resolve();
-      });
-    });
-    sub.disconnect();
-    await ended;
+    // Waits for the socket's end for at most `timeout`, like every Redis call of ours.
+    await closeSubscriber(sub, this.#subListeners, this.#clock, this.#timeout);
   }
 
   #ready(): boolean {
@@ -435,35 +405,20 @@ export class RedisBreakerState implements SharedCircuitState {
   #startSubscriber(): void {
     let sub: SubscriberConnection;
     try {
-      const redis = this.#redis;
-      // Our own connection, so its options are ours to set: it connects now whatever the
-      // user's `lazyConnect`, and queues SUBSCRIBE while connecting whatever their offline queue.
-      const duplicate = isCluster(redis)
-        ? redis.duplicate()
-        : redis.duplicate({ lazyConnect: false, enableOfflineQueue: true });
-      sub = duplicate as unknown as SubscriberConnection;
+      sub = duplicateSubscriber(this.#redis);
     } catch (error) {
       this.#failed(error);
       return;
     }
     this.#sub = sub;
-    // ioredis reports connection errors here and reconnects on its own; without a listener it
-    // would print each of them.
-    sub.on('error', noop);
-    sub.on('message', this.#onMessage);
-    sub.on('close', this.#onClose);
-    sub.on('ready', this.#onReady);
-    if (sub.status === 'ready') this.#sync();
-    else if (sub.status === 'wait') sub.connect().catch(noop);
+    watchSubscriber(sub, this.#subListeners);
   }
 
-  readonly #onReady = (): void => this.#sync();
-
-  readonly #onClose = (): void => {
+  #onClose(): void {
     this.#subscribed = false;
     this.#syncEpoch++;
     this.#cancelSyncRetry();
-  };
+  }
 
   #cancelSyncRetry(): void {
     if (this.#syncRetry !== undefined) {
@@ -515,7 +470,7 @@ export class RedisBreakerState implements SharedCircuitState {
       return;
     }
     const seen = this.#messages;
-    this.#guard(this.#eval(readState, this.#stateKey, [])).then(
+    this.#guard(evalScript(this.#redis, readState, [this.#stateKey])).then(
       (result) => {
         if (epoch !== this.#syncEpoch) return;
         if (result === TIMED_OUT) {
@@ -537,7 +492,7 @@ export class RedisBreakerState implements SharedCircuitState {
     );
   }
 
-  readonly #onMessage = (channel: string, raw: string): void => {
+  #onMessage(channel: string, raw: string): void {
     if (channel !== this.#channel) return;
     this.#messages++;
     const message = parseMessage(raw);
@@ -553,7 +508,7 @@ export class RedisBreakerState implements SharedCircuitState {
     } else {
       this.#dispatch((l) => l.remoteClose());
     }
-  };
+  }
 
   #dispatch(call: (listener: SharedStateListener) => void): void {
     for (const listener of this.#listeners) {
@@ -569,23 +524,15 @@ export class RedisBreakerState implements SharedCircuitState {
     }
   }
 
-  /** EVALSHA, falling back to EVAL the first time a server sees the script. */
-  #eval(script: LuaScript, key: string, args: (string | number)[]): Promise<unknown> {
-    const redis = this.#commands;
-    try {
-      return redis.evalsha(script.sha1, script.numberOfKeys, key, ...args).catch((error: unknown) => {
-        if (!isNoScript(error)) throw error;
-        return redis.eval(script.lua, script.numberOfKeys, key, ...args);
-      });
-    } catch (error) {
-      return Promise.reject(error);
-    }
-  }
-
   /**
    * Settles with the call's outcome, or with {@link TIMED_OUT} after `timeout` ms (a stalled
    * link, or ioredis holding the command in its offline queue), or rejects with `E_ABORTED` when
    * `signal` aborts. The timer and the abort listener are removed as soon as it settles.
+   *
+   * Not core/redis.ts's `withDeadline`, on purpose: a missed deadline is an answer here (the
+   * breaker grants its own probe), not a rejection; close() must settle every pending call; an
+   * abort must win; and the deadline is an exact clock timer, where the shared wheel fires up to
+   * a tick late, so "never delays a caller by more than `timeout`" holds to the millisecond.
    */
   #guard<T>(call: Promise<T>, signal?: AbortSignal): Promise<T | typeof TIMED_OUT> {
     return new Promise<T | typeof TIMED_OUT>((resolve, reject) => {
@@ -631,14 +578,6 @@ export class RedisBreakerState implements SharedCircuitState {
     this.#errors++;
     if (this.#errorEm.size !== 0) this.#errorEm.emit(error);
   }
-}
-
-function isCluster(redis: RedisConnection): redis is Cluster {
-  return (redis as Cluster).isCluster === true;
-}
-
-function isNoScript(error: unknown): boolean {
-  return error instanceof Error && error.message.startsWith('NOSCRIPT');
 }
 
 function parseMessage(raw: unknown): Message | undefined {

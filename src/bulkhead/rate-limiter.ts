@@ -1,6 +1,7 @@
 import type { IDefaultPolicyContext, IFailureEvent, IPolicy, ISuccessEvent } from 'cockatiel';
 import { neverAbortedSignal, raceAbort } from '../core/abort.js';
 import type { Clock } from '../core/clock.js';
+import { withDeadline } from '../core/deadline.js';
 import { channel } from '../core/diagnostics.js';
 import type { Duration } from '../core/duration.js';
 import { AbortedError, InvalidOptionError, TimeoutError } from '../core/errors.js';
@@ -8,7 +9,6 @@ import { Emitter, type Event } from '../core/events.js';
 import { type Stopwatch, stopwatch } from '../core/hr-time.js';
 import { bool, clockOption, duration, integer, knownKeys, optionsObject } from '../core/validate.js';
 import { RateLimitedError, type RateLimitReason } from './errors.js';
-import { withDeadline } from './internal/deadline.js';
 import { gcd } from './internal/math.js';
 import { optionalName } from './internal/options.js';
 import type { GcraParams, RateLimitDecision, RateLimitStore } from './rate-limit-store.js';

@@ -1,7 +1,7 @@
 import type { Cluster, Redis } from 'ioredis';
 import type { Clock } from './clock.js';
+import { withDeadline as withWheelDeadline } from './deadline.js';
 import { TimeoutError } from './errors.js';
-import { sharedTimerWheel, TimerEntry } from './timer-wheel.js';
 
 /*
  * What every Redis-backed module does the same way: EVALSHA with an EVAL fallback, a deadline
@@ -39,17 +39,23 @@ export interface SubscriberConnection {
   disconnect(): void;
 }
 
+/**
+ * True when `value` has the two commands {@link evalScript} sends: all that a module which only
+ * runs scripts (no subscriber, no readiness check) asks of a connection, so a thin wrapper or a
+ * test double with just these passes.
+ */
+export function hasScriptCommands(value: unknown): boolean {
+  const r = value as Partial<ScriptConnection> | null;
+  return (
+    typeof r === 'object' && r !== null && typeof r.evalsha === 'function' && typeof r.eval === 'function'
+  );
+}
+
 /** True when `value` looks like an ioredis `Redis` or `Cluster` (duck-typed: ioredis is only a peer). */
 export function isRedisConnection(value: unknown): value is RedisConnection {
-  const r = value as Partial<ScriptConnection & { duplicate: unknown }> | null;
-  return (
-    typeof r === 'object' &&
-    r !== null &&
-    typeof r.evalsha === 'function' &&
-    typeof r.eval === 'function' &&
-    typeof r.duplicate === 'function' &&
-    typeof r.status === 'string'
-  );
+  if (!hasScriptCommands(value)) return false;
+  const r = value as { duplicate?: unknown; status?: unknown };
+  return typeof r.duplicate === 'function' && typeof r.status === 'string';
 }
 
 /** True for an ioredis `Cluster`. */
@@ -103,50 +109,15 @@ export function evalScript(
   }
 }
 
-/** One deadline: the wheel node and the promise's settle functions in one object. */
-class Deadline<T> extends TimerEntry {
-  settled = false;
-  constructor(
-    readonly resolve: (value: T) => void,
-    readonly reject: (error: unknown) => void,
-    readonly ms: number,
-    readonly what: string,
-  ) {
-    super();
-  }
-  fire(): void {
-    if (this.settled) return;
-    this.settled = true;
-    this.reject(new TimeoutError(this.ms, this.what, 'E_REDIS_TIMEOUT'));
-  }
-}
-
 /**
- * Settles like `call`, or rejects with a `TimeoutError` (`E_REDIS_TIMEOUT`) after `ms`: ioredis
- * may otherwise hold a command in its offline queue for as long as the connection is down, or
- * wait forever on a stalled link. The deadline lives on the clock's shared timer wheel (an O(1)
- * insert and cancel, no libuv timer per call). The command itself is not cancelled.
+ * Settles like `call`, or rejects with a `TimeoutError` (`E_REDIS_TIMEOUT`, message
+ * "`what` timed out after `ms`ms") after `ms`: ioredis may otherwise hold a command in its offline
+ * queue for as long as the connection is down, or wait forever on a stalled link. The deadline
+ * lives on the clock's shared timer wheel (see `./deadline.ts`: an O(1) insert and cancel, no
+ * libuv timer per call). The command itself is not cancelled.
  */
 export function withDeadline<T>(call: Promise<T>, ms: number, clock: Clock, what: string): Promise<T> {
-  const wheel = sharedTimerWheel(clock);
-  return new Promise<T>((resolve, reject) => {
-    const deadline = new Deadline<T>(resolve, reject, ms, what);
-    wheel.insert(deadline, ms);
-    call.then(
-      (value) => {
-        if (deadline.settled) return;
-        deadline.settled = true;
-        wheel.cancel(deadline);
-        resolve(value);
-      },
-      (error: unknown) => {
-        if (deadline.settled) return;
-        deadline.settled = true;
-        wheel.cancel(deadline);
-        reject(error);
-      },
-    );
-  });
+  return withWheelDeadline(call, ms, clock, () => new TimeoutError(ms, what, 'E_REDIS_TIMEOUT'));
 }
 
 /**
@@ -180,3 +151,48 @@ export function disconnectQuietly(sub: SubscriberConnection, clock: Clock, ms: n
     sub.disconnect();
   });
 }
+
+/** The listeners a module puts on its subscriber connection (see {@link watchSubscriber}). */
+export interface SubscriberListeners {
+  /** A message on one of the subscribed channels. */
+  readonly message: (channel: string, raw: string) => void;
+  /** The connection is ready, at first or after a reconnect: time to (re)subscribe. */
+  readonly ready: () => void;
+  /** The connection closed: nothing is received until the next `ready`. */
+  readonly close: () => void;
+}
+
+/**
+ * Puts `listeners` on a subscriber connection of ours, then gets it going: `ready` is called at
+ * once when it already is, and a connection still waiting (`lazyConnect`) is connected. `ready`
+ * may thus run before this returns: store `sub` where `ready` looks for it first.
+ */
+export function watchSubscriber(sub: SubscriberConnection, listeners: SubscriberListeners): void {
+  // ioredis reports connection errors here and reconnects on its own; without a listener it
+  // would print each of them.
+  sub.on('error', noop);
+  sub.on('message', listeners.message);
+  sub.on('close', listeners.close);
+  sub.on('ready', listeners.ready);
+  if (sub.status === 'ready') listeners.ready();
+  else if (sub.status === 'wait') sub.connect().catch(noop);
+}
+
+/**
+ * Takes the `listeners` {@link watchSubscriber} put on `sub` off again, then disconnects it as
+ * {@link disconnectQuietly} does. The error listener stays: errors may still come while the
+ * socket winds down.
+ */
+export function closeSubscriber(
+  sub: SubscriberConnection,
+  listeners: SubscriberListeners,
+  clock: Clock,
+  ms: number,
+): Promise<void> {
+  sub.off('message', listeners.message);
+  sub.off('ready', listeners.ready);
+  sub.off('close', listeners.close);
+  return disconnectQuietly(sub, clock, ms);
+}
+
+function noop(): void {}

@@ -1,7 +1,12 @@
-import type { Cluster, Redis } from 'ioredis';
 import type { Clock } from '../../core/clock.js';
 import type { Duration } from '../../core/duration.js';
-import { InvalidOptionError, TimeoutError } from '../../core/errors.js';
+import { InvalidOptionError } from '../../core/errors.js';
+import {
+  type RedisConnection as AnyRedisConnection,
+  evalScript,
+  hasScriptCommands,
+  withDeadline,
+} from '../../core/redis.js';
 import {
   clockOption,
   duration,
@@ -10,12 +15,11 @@ import {
   oneOf,
   optionsObject,
 } from '../../core/validate.js';
-import { withDeadline } from '../internal/deadline.js';
 import type { GcraParams, RateLimitDecision, RateLimitStore } from '../rate-limit-store.js';
-import { gcraTake as gcraTakeScript, type LuaScript } from '../scripts/index.js';
+import { gcraTake as gcraTakeScript } from '../scripts/index.js';
 
 /** An ioredis connection: a `Redis` or a `Cluster`. */
-export type RedisConnection = Redis | Cluster;
+export type RedisConnection = AnyRedisConnection;
 
 /** Options of {@link redisStore}. */
 export interface RedisStoreOptions {
@@ -33,12 +37,6 @@ export interface RedisStoreOptions {
   time?: 'redis' | 'client';
   /** Time source of the timeout. @default systemClock */
   clock?: Clock;
-}
-
-/** What we use of the user's connection (a `Redis` and a `Cluster` both have it). */
-interface EvalConnection {
-  evalsha(sha1: string, numkeys: number, ...args: (string | number)[]): Promise<unknown>;
-  eval(script: string, numkeys: number, ...args: (string | number)[]): Promise<unknown>;
 }
 
 /** How long keys outlive their TAT when the client's clock is used. */
@@ -68,19 +66,15 @@ export function redisStore(redis: RedisConnection, options?: RedisStoreOptions):
 class RedisRateLimitStore implements RateLimitStore {
   readonly name = 'redis';
   readonly timeout: number;
-  readonly #redis: EvalConnection;
+  readonly #redis: RedisConnection;
   readonly #prefix: string;
   readonly #clientTime: boolean;
   readonly #clock: Clock;
 
   constructor(redis: RedisConnection, options?: RedisStoreOptions) {
-    const r = redis as unknown as Partial<EvalConnection> | null;
-    if (
-      typeof r !== 'object' ||
-      r === null ||
-      typeof r.evalsha !== 'function' ||
-      typeof r.eval !== 'function'
-    ) {
+    // Only the script commands, not isRedisConnection(): this store never subscribes nor checks
+    // readiness, so a connection without duplicate() or status (a wrapper, a test double) is fine.
+    if (!hasScriptCommands(redis)) {
       throw new InvalidOptionError('redis', redis, 'an ioredis Redis or Cluster instance');
     }
     const opts = optionsObject(options);
@@ -89,7 +83,7 @@ class RedisRateLimitStore implements RateLimitStore {
     this.timeout = duration(opts.timeout, 'timeout', 250, 1, 60_000);
     this.#clientTime = oneOf(opts.time, 'time', ['redis', 'client'], 'redis') === 'client';
     this.#clock = clockOption(opts.clock);
-    this.#redis = r as EvalConnection;
+    this.#redis = redis;
     this.#prefix = `{${namespace}:rl:`;
   }
 
@@ -102,25 +96,8 @@ class RedisRateLimitStore implements RateLimitStore {
       this.#clientTime ? Math.floor(now) : '',
       this.#clientTime ? CLIENT_TIME_KEEP : 0,
     ];
-    return withDeadline(
-      this.#eval(gcraTakeScript, `${this.#prefix}${key}}`, args),
-      this.timeout,
-      this.#clock,
-      () => new TimeoutError(this.timeout, 'Redis rate-limit call', 'E_REDIS_TIMEOUT'),
-    ).then(parseReply);
-  }
-
-  /** EVALSHA, falling back to EVAL the first time a server sees the script. */
-  #eval(script: LuaScript, key: string, args: (string | number)[]): Promise<unknown> {
-    const redis = this.#redis;
-    try {
-      return redis.evalsha(script.sha1, script.numberOfKeys, key, ...args).catch((error: unknown) => {
-        if (!(error instanceof Error && error.message.startsWith('NOSCRIPT'))) throw error;
-        return redis.eval(script.lua, script.numberOfKeys, key, ...args);
-      });
-    } catch (error) {
-      return Promise.reject(error);
-    }
+    const call = evalScript(this.#redis, gcraTakeScript, [`${this.#prefix}${key}}`, ...args]);
+    return withDeadline(call, this.timeout, this.#clock, 'Redis rate-limit call').then(parseReply);
   }
 }
 

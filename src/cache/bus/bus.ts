@@ -1,10 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import type { Clock, Timer } from '../../core/clock.js';
 import {
-  disconnectQuietly,
+  closeSubscriber,
   duplicateSubscriber,
   type RedisConnection,
   type SubscriberConnection,
+  type SubscriberListeners,
+  watchSubscriber,
 } from '../../core/redis.js';
 
 /*
@@ -84,6 +86,12 @@ export class Bus {
   #received = 0;
   #gaps = 0;
   #closing: Promise<void> | undefined;
+  /** One object, so that close() takes off exactly the listeners #start() put on. */
+  readonly #subListeners: SubscriberListeners = {
+    message: (channel, raw) => this.#onMessage(channel, raw),
+    ready: () => this.#subscribeAll(),
+    close: () => this.#onClose(),
+  };
 
   constructor(redis: RedisConnection, options: BusOptions) {
     this.#redis = redis;
@@ -158,11 +166,7 @@ export class Bus {
     const sub = this.#sub;
     this.#sub = undefined;
     if (sub === undefined) return;
-    sub.off('message', this.#onMessage);
-    sub.off('ready', this.#onReady);
-    sub.off('close', this.#onClose);
-    // The error listener stays: errors may still come while the socket winds down.
-    await disconnectQuietly(sub, this.#clock, this.#closeTimeout);
+    await closeSubscriber(sub, this.#subListeners, this.#clock, this.#closeTimeout);
   }
 
   #start(): void {
@@ -174,23 +178,14 @@ export class Bus {
       return;
     }
     this.#sub = sub;
-    // ioredis reports connection errors here and reconnects on its own; without a listener it
-    // would print each of them.
-    sub.on('error', noop);
-    sub.on('message', this.#onMessage);
-    sub.on('close', this.#onClose);
-    sub.on('ready', this.#onReady);
-    if (sub.status === 'ready') this.#subscribeAll();
-    else if (sub.status === 'wait') sub.connect().catch(noop);
+    watchSubscriber(sub, this.#subListeners);
   }
 
-  readonly #onReady = (): void => this.#subscribeAll();
-
-  readonly #onClose = (): void => {
+  #onClose(): void {
     this.#epoch++;
     this.#stopHeartbeat();
     this.#lost();
-  };
+  }
 
   /** The bus can no longer vouch for L1: messages may be missed from now on. */
   #lost(): void {
@@ -269,7 +264,7 @@ export class Bus {
     );
   }
 
-  readonly #onMessage = (channel: string, raw: string): void => {
+  #onMessage(channel: string, raw: string): void {
     if (channel === this.#hbChannel) {
       this.#onHeartbeat(raw);
       return;
@@ -285,7 +280,7 @@ export class Bus {
     if (message.origin === this.id) return;
     this.#received++;
     this.#handlers.message(channel, message);
-  };
+  }
 }
 
 const isStrings = (v: unknown): v is string[] => Array.isArray(v) && v.every((s) => typeof s === 'string');

@@ -1,5 +1,5 @@
-import type { Clock } from '../../core/clock.js';
-import { sharedTimerWheel, TimerEntry } from '../../core/timer-wheel.js';
+import type { Clock } from './clock.js';
+import { sharedTimerWheel, TimerEntry } from './timer-wheel.js';
 
 /** One deadline: the wheel node and the promise's settle functions in one allocation. */
 class Deadline<T> extends TimerEntry {
@@ -23,7 +23,12 @@ class Deadline<T> extends TimerEntry {
 /**
  * Settles like `call`, or rejects with `timeoutError()` after `ms`. The deadline lives on the
  * clock's shared timer wheel (an O(1) insert and cancel, no libuv timer per call): it fires no
- * earlier than `ms` and at most one 1 ms tick later. `call` itself is not cancelled.
+ * earlier than `ms` and at most one 1 ms tick later. `call` itself is not cancelled, and
+ * `timeoutError` is only called when the deadline fires, so a call in time builds no error.
+ *
+ * @example
+ * const reply = await withDeadline(store.take(key), 250, clock, () => new TimeoutError(250, 'Store call'));
+ * @throws whatever `call` rejects with, or what `timeoutError()` returns once `ms` have passed.
  */
 export function withDeadline<T>(
   call: PromiseLike<T>,
