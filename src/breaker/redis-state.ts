@@ -140,7 +140,7 @@ type Message =
  * import { Redis } from 'ioredis';
  * import { circuitBreaker, consecutive, redisBreakerState } from 'buttress/breaker';
  *
- * const redis = new Redis(process.env.REDIS_URL);
+ * const redis = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379');
  * const breaker = circuitBreaker({
  *   strategy: consecutive(5),
  *   halfOpenAfter: '10s',

@@ -559,3 +559,22 @@ describe('events, stats, lifecycle', () => {
     expect(await cache.get('a')).toBe(1);
   });
 });
+
+describe('loader context', () => {
+  it('setTtl and skip work when destructured from the context', async () => {
+    const clock = new FakeClock();
+    const cache = createCache({ namespace: 'ctx', clock });
+    const value = await cache.getOrSet(
+      'k',
+      async ({ setTtl }) => {
+        setTtl(1_000);
+        return 'v';
+      },
+      { ttl: '1h' },
+    );
+    expect(value).toBe('v');
+    clock.advance(1_001);
+    expect(await cache.get('k')).toBeUndefined();
+    await cache.close();
+  });
+});

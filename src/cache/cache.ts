@@ -137,9 +137,10 @@ class LoadContext implements LoaderContext {
     return undefined;
   }
 
-  setTtl(ttl: Duration): void {
+  /** An own arrow property, so `({ setTtl }) => ...` works as well as `ctx.setTtl(...)`. */
+  readonly setTtl = (ttl: Duration): void => {
     this.ttl = duration(ttl, 'ttl', undefined, 1, 2 ** 31 - 1);
-  }
+  };
 }
 
 /** State shared by a cache and its namespaces. */

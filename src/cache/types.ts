@@ -34,7 +34,7 @@ export interface CacheL1Options {
  *
  * @example
  * import { Redis } from 'ioredis';
- * const l2: CacheL2Options = { redis: new Redis(process.env.REDIS_URL), timeout: '50ms' };
+ * const l2: CacheL2Options = { redis: new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'), timeout: '50ms' };
  */
 export interface CacheL2Options {
   /** Your ioredis `Redis` or `Cluster`. It stays yours: the cache never closes it. */
