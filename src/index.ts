@@ -7,4 +7,6 @@ export * from './breaker/index.js';
 export * from './bulkhead/index.js';
 export * from './cache/index.js';
 export * from './core/public.js';
+export * from './pool/index.js';
+export * from './queue/index.js';
 export * from './retry/index.js';

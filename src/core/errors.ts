@@ -24,6 +24,27 @@ export const ErrorCodes = {
     "A payload read from the cache's Redis layer could not be decoded; it was treated as a miss.",
   E_CACHE_UNAVAILABLE:
     "The cache's Redis layer was unreachable (connection not ready, circuit open, or timed out); the operation ran on L1 only.",
+  E_QUEUE_UNAVAILABLE:
+    "The queue's Redis backend was unreachable or did not answer within its timeout; the operation may or may not have been applied.",
+  E_QUEUE_EVICTION_POLICY:
+    "The queue's Redis runs with a maxmemory-policy that may evict keys (jobs would be lost) and the backend was told to refuse it.",
+  E_JOB_SERIALIZE:
+    'A job payload cannot be stored as JSON without loss (a function, a symbol, a BigInt, a cycle, a Map, NaN...).',
+  E_JOB_TIMEOUT:
+    "A job's handler ran past the job's timeout; its signal was aborted and the attempt counts as failed.",
+  E_JOB_LEASE_LOST:
+    "A worker lost a job's lease (not renewed within lockDuration, or released on close); another worker may run the job.",
+  E_JOB_NOT_FOUND: 'No job with that id in the state the operation needs (retry takes a dead-lettered job).',
+  E_POOL_TIMEOUT:
+    "No database connection became available within the pool's acquireTimeout (busy pool, or a server slow to accept connections).",
+  E_POOL_FULL:
+    "The pool's waiting queue was at maxWaiting: the caller was rejected at once instead of piling up behind the others.",
+  E_PGBOUNCER_UNSUPPORTED:
+    'The statement uses a session-level feature (SET, LISTEN, a named prepared statement, ...) that PgBouncer transaction pooling breaks.',
+  E_PG_QUERY:
+    'PostgreSQL rejected a statement (a constraint, a syntax error, a conflict, ...); sqlState holds its SQLSTATE.',
+  E_PG_CONNECTION:
+    'A PostgreSQL node could not be reached or dropped the connection (refused, reset, terminated, shutting down).',
 } as const;
 
 /** A stable buttress error code. */
