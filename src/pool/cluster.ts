@@ -436,7 +436,8 @@ export class PgCluster implements SessionHost {
     if (Pool !== undefined && typeof Pool !== 'function') {
       throw new InvalidOptionError('Pool', Pool, "pg's Pool class");
     }
-    // Every option is validated before the first pool is built, so a bad option builds nothing.
+    // Pools are built only once every other option has passed. Building one opens nothing
+    // (pg-pool connects lazily), so a bad node later in the list leaves nothing behind.
     const specs = [opts.primary, ...replicaOptions].map((node, i) =>
       resolveNode(node, i === 0 ? 'primary' : `replicas[${i - 1}]`, Pool, acquireTimeout),
     );

@@ -1,4 +1,4 @@
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -119,7 +119,7 @@ export interface ThrowawayPair {
   /** Waits until the replica streams from the primary again. */
   replicaStreaming(timeout?: number): Promise<void>;
   /** Stops both and removes the directory. */
-  destroy(): Promise<void>;
+  destroy: () => Promise<void>;
 }
 
 const SERVER_SETTINGS = [
@@ -209,7 +209,7 @@ export async function startThrowawayPair(): Promise<ThrowawayPair> {
 
   const primary = { host: '127.0.0.1', port: primaryPort, user: 'postgres', database: 'test' };
   const replica = { host: '127.0.0.1', port: replicaPort, user: 'postgres', database: 'test' };
-  const pair: ThrowawayPair = {
+  const pair: { -readonly [K in keyof ThrowawayPair]: ThrowawayPair[K] } = {
     primary,
     replica,
     dir,
@@ -260,6 +260,26 @@ export async function startThrowawayPair(): Promise<ThrowawayPair> {
       }
       rmSync(dir, { recursive: true, force: true });
     },
+  };
+  // If the test process dies before afterAll (a killed run), the servers must not outlive it.
+  const orphanGuard = () => {
+    for (const data of [replicaDir, primaryDir]) {
+      if (!existsSync(join(data, 'postmaster.pid'))) continue;
+      const args = ['-D', data, '-m', 'immediate', '-w', 'stop'];
+      try {
+        if (userInfo().username === 'postgres') execFileSync(pgCtl, args, { stdio: 'ignore' });
+        else execFileSync('runuser', ['-u', 'postgres', '--', pgCtl, ...args], { stdio: 'ignore' });
+      } catch {
+        // best effort
+      }
+    }
+    rmSync(dir, { recursive: true, force: true });
+  };
+  process.once('exit', orphanGuard);
+  const destroy = pair.destroy;
+  pair.destroy = async () => {
+    process.removeListener('exit', orphanGuard);
+    await destroy();
   };
   try {
     await pair.replicaStreaming();
