@@ -52,6 +52,22 @@ export interface BreakerStrategyFactory {
   create(): BreakerStrategy;
 }
 
+/**
+ * Shared closed-state rule of the rate-based strategies: enough calls, and a rate reached.
+ * Divides rather than comparing with `rate * calls`, which rounds up (0.55 * 100 is
+ * 55.00000000000001, 0.28 * 25 is 7.000000000000001).
+ */
+export function rateTrips(
+  calls: number,
+  failures: number,
+  slow: number,
+  minimumCalls: number,
+  failureRate: number,
+  slowCallRate: number,
+): boolean {
+  return calls >= minimumCalls && (failures / calls >= failureRate || slow / calls >= slowCallRate);
+}
+
 /** Shared half-open rule of the rate-based strategies: judge once every probe has reported. */
 export function rateVerdict(
   completed: number,

@@ -3,6 +3,7 @@ import {
   type BreakerStrategy,
   type BreakerStrategyFactory,
   type HalfOpenVerdict,
+  rateTrips,
   rateVerdict,
   type WindowCounts,
 } from '../strategy.js';
@@ -81,11 +82,13 @@ class CountWindowStrategy implements BreakerStrategy {
     if (failed) this.#failures++;
     if (slow) this.#slow++;
     this.#next = i + 1 === this.size ? 0 : i + 1;
-    const calls = this.#calls;
-    // Divide rather than compare with rate * calls, which rounds up: 0.55 * 100 is 55.00000000000001.
-    return (
-      calls >= this.minimumCalls &&
-      (this.#failures / calls >= this.failureRate || this.#slow / calls >= this.slowCallRate)
+    return rateTrips(
+      this.#calls,
+      this.#failures,
+      this.#slow,
+      this.minimumCalls,
+      this.failureRate,
+      this.slowCallRate,
     );
   }
 

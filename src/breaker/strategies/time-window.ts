@@ -5,6 +5,7 @@ import {
   type BreakerStrategy,
   type BreakerStrategyFactory,
   type HalfOpenVerdict,
+  rateTrips,
   rateVerdict,
   type WindowCounts,
 } from '../strategy.js';
@@ -120,11 +121,13 @@ class TimeWindowStrategy implements BreakerStrategy {
       this.#slow[slot]!++;
       this.#totalSlow++;
     }
-    const calls = this.#totalCalls;
-    // Divide rather than compare with rate * calls, which rounds up: 0.28 * 25 is 7.000000000000001.
-    return (
-      calls >= this.minimumThroughput &&
-      (this.#totalFailures / calls >= this.failureRate || this.#totalSlow / calls >= this.slowCallRate)
+    return rateTrips(
+      this.#totalCalls,
+      this.#totalFailures,
+      this.#totalSlow,
+      this.minimumThroughput,
+      this.failureRate,
+      this.slowCallRate,
     );
   }
 
