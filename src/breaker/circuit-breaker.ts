@@ -7,7 +7,7 @@ import type {
   IPolicy,
   ISuccessEvent,
 } from 'cockatiel';
-import { neverAbortedSignal, raceAbort } from '../core/abort.js';
+import { defaultPolicyContext, neverAbortedSignal, raceAbort } from '../core/abort.js';
 import { type Clock, systemClock } from '../core/clock.js';
 import { channel } from '../core/diagnostics.js';
 import type { Duration } from '../core/duration.js';
@@ -145,8 +145,6 @@ const ISOLATED = 3;
 type Kind = 0 | 1 | 2 | 3;
 const KIND_NAMES: readonly CircuitState[] = ['closed', 'open', 'half-open', 'isolated'];
 
-/** Context passed to functions run without a signal: shared, so such calls allocate nothing. */
-const DEFAULT_CONTEXT: IDefaultPolicyContext = Object.freeze({ signal: neverAbortedSignal });
 const allErrors = () => true;
 /** How long to wait before asking again for a probe lease held elsewhere, when no delay is known. */
 const MIN_LEASE_WAIT = 100;
@@ -379,7 +377,7 @@ export class CircuitBreaker implements IPolicy<IDefaultPolicyContext, never> {
     this.#totalCalls++;
     let result: PromiseLike<T> | T;
     try {
-      result = fn(DEFAULT_CONTEXT);
+      result = fn(defaultPolicyContext);
     } catch (error) {
       this.#noteFastError(error);
       return Promise.reject(error);
@@ -445,7 +443,7 @@ export class CircuitBreaker implements IPolicy<IDefaultPolicyContext, never> {
     const start = timed ? this.#clock.now() : 0;
     let value: T;
     try {
-      value = await fn(signal === undefined ? DEFAULT_CONTEXT : { signal });
+      value = await fn(signal === undefined ? defaultPolicyContext : { signal });
     } catch (error) {
       this.#completeError(error, gen, probe, timed, start, signal);
       throw error;

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { onAbort } from '../core/abort.js';
+import { onAbort, throwIfAborted } from '../core/abort.js';
 import type { Clock, Timer } from '../core/clock.js';
 import type { Duration } from '../core/duration.js';
 import { AbortedError, InvalidOptionError, TimeoutError } from '../core/errors.js';
@@ -292,7 +292,7 @@ export class RedisBreakerState implements SharedCircuitState {
    * @throws {AbortedError} `E_ABORTED` when `signal` aborts first.
    */
   async acquireProbe(signal?: AbortSignal): Promise<boolean> {
-    if (signal?.aborted) throw new AbortedError(signal.reason);
+    throwIfAborted(signal);
     if (this.#closing !== undefined || !this.#ready()) return this.#localGrant();
     const call = evalScript(this.#redis, acquireLease, [this.#leaseKey, this.#id, this.#leaseTtl]);
     let result: unknown;

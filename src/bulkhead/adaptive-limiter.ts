@@ -1,5 +1,5 @@
 import type { IDefaultPolicyContext, IFailureEvent, IPolicy, ISuccessEvent } from 'cockatiel';
-import { neverAbortedSignal } from '../core/abort.js';
+import { defaultPolicyContext } from '../core/abort.js';
 import type { Clock } from '../core/clock.js';
 import { channel } from '../core/diagnostics.js';
 import type { Duration } from '../core/duration.js';
@@ -161,7 +161,6 @@ export class Slice {
   ) {}
 }
 
-const DEFAULT_CONTEXT: IDefaultPolicyContext = Object.freeze({ signal: neverAbortedSignal });
 const BASE_KEYS = [
   'algorithm',
   'initialLimit',
@@ -437,7 +436,7 @@ export class AdaptiveLimiter implements IPolicy<IDefaultPolicyContext, never> {
     // Waiters exist only while their partition cannot run (dispatch runs whenever that changes),
     // so a caller that can run is never jumping a queue.
     if (this.#inflight < this.#limit || slice.busy < slice.guaranteed) {
-      return this.#run(slice, fn, signal === undefined ? DEFAULT_CONTEXT : { signal });
+      return this.#run(slice, fn, signal === undefined ? defaultPolicyContext : { signal });
     }
     const queue = slice.queue;
     if (queue.full) return Promise.reject(this.#reject('full', slice, queue.size + 1));
@@ -555,7 +554,7 @@ export class AdaptiveLimiter implements IPolicy<IDefaultPolicyContext, never> {
         const slice = this.#partitioned ? this.#pick() : this.#pickSingle();
         if (slice === undefined) return;
         const waiter = slice.queue.next()!;
-        const context = waiter.signal === undefined ? DEFAULT_CONTEXT : { signal: waiter.signal };
+        const context = waiter.signal === undefined ? defaultPolicyContext : { signal: waiter.signal };
         waiter.resolve(this.#run(slice, waiter.fn, context));
       }
     } finally {

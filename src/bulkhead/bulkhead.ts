@@ -1,5 +1,5 @@
 import type { IDefaultPolicyContext, IFailureEvent, IPolicy, ISuccessEvent } from 'cockatiel';
-import { neverAbortedSignal } from '../core/abort.js';
+import { defaultPolicyContext } from '../core/abort.js';
 import type { Clock } from '../core/clock.js';
 import { channel } from '../core/diagnostics.js';
 import type { Duration } from '../core/duration.js';
@@ -79,8 +79,6 @@ interface BulkheadWaiter extends Waiter {
   readonly reject: (error: unknown) => void;
 }
 
-/** Context passed to functions run without a signal: shared, so such calls allocate nothing. */
-const DEFAULT_CONTEXT: IDefaultPolicyContext = Object.freeze({ signal: neverAbortedSignal });
 /** One call in this many is timed for the retryAfter estimate (a power of two, as a mask). */
 const SAMPLE_MASK = 15;
 /** Weight of a new sample in the mean execution time. */
@@ -200,7 +198,7 @@ export class Bulkhead implements IPolicy<IDefaultPolicyContext, never> {
    */
   execute<T>(fn: (context: IDefaultPolicyContext) => PromiseLike<T> | T, signal?: AbortSignal): Promise<T> {
     if (this.#executing < this.#cap) {
-      let context = DEFAULT_CONTEXT;
+      let context = defaultPolicyContext;
       if (signal !== undefined) {
         if (signal.aborted) return Promise.reject(new AbortedError(signal.reason));
         context = { signal };
@@ -284,7 +282,7 @@ export class Bulkhead implements IPolicy<IDefaultPolicyContext, never> {
         const waiter = this.#queue.next();
         if (waiter === undefined) break;
         this.#executing++;
-        const context = waiter.signal === undefined ? DEFAULT_CONTEXT : { signal: waiter.signal };
+        const context = waiter.signal === undefined ? defaultPolicyContext : { signal: waiter.signal };
         waiter.resolve(this.#run(waiter.fn, context));
       }
     } finally {

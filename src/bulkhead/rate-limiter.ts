@@ -1,5 +1,5 @@
 import type { IDefaultPolicyContext, IFailureEvent, IPolicy, ISuccessEvent } from 'cockatiel';
-import { neverAbortedSignal, raceAbort } from '../core/abort.js';
+import { defaultPolicyContext, raceAbort } from '../core/abort.js';
 import type { Clock } from '../core/clock.js';
 import { withDeadline } from '../core/deadline.js';
 import { channel } from '../core/diagnostics.js';
@@ -85,7 +85,6 @@ export interface PolicyHost {
   ): Promise<T>;
 }
 
-const DEFAULT_CONTEXT: IDefaultPolicyContext = Object.freeze({ signal: neverAbortedSignal });
 const MAX_BURST = 1_000_000;
 const rejectChannel = channel('bulkhead', 'rate-limit');
 
@@ -373,7 +372,7 @@ export class RateLimitPolicy implements IPolicy<IDefaultPolicyContext, never> {
    */
   execute<T>(fn: (context: IDefaultPolicyContext) => PromiseLike<T> | T, signal?: AbortSignal): Promise<T> {
     if (signal?.aborted) return Promise.reject(new AbortedError(signal.reason));
-    const context = signal === undefined ? DEFAULT_CONTEXT : { signal };
+    const context = signal === undefined ? defaultPolicyContext : { signal };
     const decision = this.#host.decide(this.key, this.cost);
     if (decision instanceof Promise) {
       return raceAbort(decision, signal).then((d) => this.#after(d, fn, context));

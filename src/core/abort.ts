@@ -3,6 +3,11 @@ import { AbortedError } from './errors.js';
 /** A signal that never aborts; shared so calls without a signal allocate nothing. */
 export const neverAbortedSignal: AbortSignal = new AbortController().signal;
 
+/** The policy context of a call made without a signal: shared, so such calls allocate nothing. */
+export const defaultPolicyContext: { readonly signal: AbortSignal } = Object.freeze({
+  signal: neverAbortedSignal,
+});
+
 /** Throws `E_ABORTED` if `signal` is already aborted. */
 export function throwIfAborted(signal: AbortSignal | undefined): void {
   if (signal?.aborted) throw new AbortedError(signal.reason);

@@ -1,5 +1,5 @@
 import type { IDefaultPolicyContext, IFailureEvent, IPolicy, ISuccessEvent } from 'cockatiel';
-import { neverAbortedSignal } from '../core/abort.js';
+import { defaultPolicyContext } from '../core/abort.js';
 import type { Clock } from '../core/clock.js';
 import { channel } from '../core/diagnostics.js';
 import type { Duration } from '../core/duration.js';
@@ -67,7 +67,6 @@ export interface ThrottleEvent {
 
 const REQUESTS = 0;
 const ACCEPTS = 1;
-const DEFAULT_CONTEXT: IDefaultPolicyContext = Object.freeze({ signal: neverAbortedSignal });
 const throttleChannel = channel('retry', 'throttle');
 const notAborted = (error: unknown) => !isAbortedError(error);
 
@@ -167,7 +166,7 @@ export class AdaptiveThrottle implements IPolicy<IDefaultPolicyContext, never> {
     const timed = this.#successEm.size !== 0 || this.#failureEm.size !== 0;
     let result: PromiseLike<T> | T;
     try {
-      result = fn(signal === undefined ? DEFAULT_CONTEXT : { signal });
+      result = fn(signal === undefined ? defaultPolicyContext : { signal });
     } catch (error) {
       this.#failed(error, signal, timed, now);
       return Promise.reject(error);

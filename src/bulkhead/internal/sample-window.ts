@@ -1,3 +1,4 @@
+import { clamp } from './math.js';
 /** How samples are grouped before they reach the algorithm. */
 export interface WindowSettings {
   /** Shortest window, ms. */
@@ -58,7 +59,7 @@ export class SampleWindow {
     if (end < this.#end || this.#count < this.#settings.minSamples) return false;
 
     const { minTime, maxTime } = this.#settings;
-    this.#end = end + Math.min(Math.max(this.#minRtt * 2, minTime), maxTime);
+    this.#end = end + clamp(this.#minRtt * 2, minTime, maxTime);
     this.rtt = this.#okCount > 0 ? this.#okSum / this.#okCount : this.#dropSum / this.#count;
     this.inflight = this.#maxInflight;
     this.didDrop = this.#drop;
