@@ -196,3 +196,11 @@ export function closeSubscriber(
 }
 
 function noop(): void {}
+
+/**
+ * Statuses in which ioredis has no connection and is not making one right now: a call would only
+ * wait in its offline queue (or be refused), so callers fail it at once instead.
+ */
+export function isConnectionDown(status: string): boolean {
+  return status === 'reconnecting' || status === 'close' || status === 'end';
+}

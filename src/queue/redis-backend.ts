@@ -1,5 +1,4 @@
 import { type Clock, systemClock } from '../core/clock.js';
-import { parseDuration } from '../core/duration.js';
 import { InvalidOptionError } from '../core/errors.js';
 import { type Disposable, toDisposable } from '../core/events.js';
 import {
@@ -7,6 +6,7 @@ import {
   duplicateSubscriber,
   evalScript,
   isCluster,
+  isConnectionDown,
   isRedisConnection,
   keyPrefixOf,
   type LuaScriptSource,
@@ -14,7 +14,7 @@ import {
   type SubscriberConnection,
   withDeadline,
 } from '../core/redis.js';
-import { knownKeys, oneOf, optionsObject } from '../core/validate.js';
+import { duration, knownKeys, oneOf, optionsObject } from '../core/validate.js';
 import type {
   BackendStats,
   FailedAttempt,
@@ -123,14 +123,6 @@ class Keys {
   }
 }
 
-/**
- * Statuses in which ioredis has no connection and is not making one now: a call would only wait
- * in its offline queue, so it fails at once instead.
- */
-function isDown(status: string): boolean {
-  return status === 'reconnecting' || status === 'close' || status === 'end';
-}
-
 class RedisStore implements QueueStore {
   readonly #backend: RedisBackend;
   readonly #redis: RedisConnection;
@@ -164,7 +156,7 @@ class RedisStore implements QueueStore {
     sent?: (call: Promise<unknown>) => void,
   ): Promise<unknown> {
     const redis = this.#redis;
-    if (isDown(redis.status)) {
+    if (isConnectionDown(redis.status)) {
       return Promise.reject(
         new QueueUnavailableError(operation, new Error(`Redis connection is ${redis.status}`)),
       );
@@ -489,7 +481,7 @@ class RedisBackend implements QueueBackend {
 
   async #readPolicies(clock: Clock): Promise<string[]> {
     const redis = this.redis;
-    if (isDown(redis.status))
+    if (isConnectionDown(redis.status))
       throw new QueueUnavailableError('start-up check', new Error(`Redis connection is ${redis.status}`));
     const nodes: { info(section: string): Promise<string> }[] = isCluster(redis)
       ? redis.nodes('master')
@@ -582,10 +574,7 @@ export function redisBackend(redis: RedisConnection, options?: RedisBackendOptio
     throw new InvalidOptionError('prefix', prefix, 'a non-empty string without { or }');
   }
   const policy = oneOf(o.maxmemoryPolicy, 'maxmemoryPolicy', ['warn', 'refuse'], 'warn');
-  const timeout = o.timeout === undefined ? 5000 : parseDuration(o.timeout, 'timeout');
-  if (timeout < 1 || timeout > 2 ** 31 - 1) {
-    throw new InvalidOptionError('timeout', o.timeout, 'a duration between 1ms and 2147483647ms');
-  }
+  const timeout = duration(o.timeout, 'timeout', 5000, 1);
   return new RedisBackend(redis, prefix, policy, timeout);
 }
 

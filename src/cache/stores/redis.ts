@@ -3,6 +3,7 @@ import type { Clock } from '../../core/clock.js';
 import {
   evalScript,
   isCluster,
+  isConnectionDown,
   keyPrefixOf,
   type LuaScriptSource,
   type RedisConnection,
@@ -131,7 +132,9 @@ export class RedisStore {
    * breaker is not open.
    */
   get available(): boolean {
-    return !isDown(this.redis.status) && (this.#breaker === undefined || this.#breaker.state !== 'open');
+    return (
+      !isConnectionDown(this.redis.status) && (this.#breaker === undefined || this.#breaker.state !== 'open')
+    );
   }
 
   /** The breaker guarding L2, if any. */
@@ -440,7 +443,7 @@ export class RedisStore {
 
   #guarded<T>(fn: () => Promise<T>): Promise<T> {
     this.#calls++;
-    if (isDown(this.redis.status)) {
+    if (isConnectionDown(this.redis.status)) {
       this.#failures++;
       return Promise.reject(new CacheUnavailableError(new Error(`Redis connection is ${this.redis.status}`)));
     }
@@ -451,14 +454,6 @@ export class RedisStore {
       throw new CacheUnavailableError(error);
     });
   }
-}
-
-/**
- * Statuses in which ioredis has no connection and is not making one right now: a call would only
- * wait in its queue (or be refused), so it fails at once instead.
- */
-function isDown(status: string): boolean {
-  return status === 'reconnecting' || status === 'close' || status === 'end';
 }
 
 function toArg(payload: string | Uint8Array): string | Buffer {
