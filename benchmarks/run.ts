@@ -1,32 +1,51 @@
 /**
  * Runs every `benchmarks/*.bench.ts`, prints each case's timings and a table of
- * `ratio = ours / anchor`, and writes `benchmarks/results.json`.
+ * `ratio = ours / anchor`, judges every row against its floor (benchmarks/floors.ts), and writes
+ * the report.
  *
- *   npm run bench                      full run (about 10 s per bench module)
- *   npm run bench -- --quick           a few rounds, for CI (a few seconds)
- *   npm run bench -- registry open     only cases whose "<bench> <case>" contains a filter
+ *   npm run bench                      full run: benchmarks/results.json, results.svg and the
+ *                                      generated part of benchmarks/README.md
+ *   npm run bench -- --quick           a few rounds, for CI (.ci/run): the same files under .tmp/bench/
+ *   npm run bench -- registry open     only cases whose "<bench> <case>" contains a filter; their
+ *                                      rows replace those cases in the report, the rest stay
  *   npm run bench -- --rounds 61       more rounds
+ *   npm run bench -- --out DIR         write the report to DIR instead
  *
- * Exits non-zero only when a bench throws (its sanity checks included); a missed goal is
- * reported, not fatal: a shared CI runner is too noisy to gate on.
+ * Exits non-zero when a bench throws (its sanity checks included), when a row crosses its floor,
+ * and, in an unfiltered run, when a floor matches no row (a renamed case must take its floor
+ * along). A missed goal is printed; only the floors gate.
  */
-import { readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { floors } from './floors.js';
 import { type Bench, type BenchContext, type BenchRow, type CaseTimings, table } from './harness.js';
+import {
+  judge,
+  merge,
+  type Results,
+  renderChart,
+  renderReadmeSection,
+  spliceReadme,
+  withinFloor,
+} from './report.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
 const args = process.argv.slice(2);
 const quick = args.includes('--quick');
 const roundsArg = args.indexOf('--rounds');
+const outArg = args.indexOf('--out');
 const filters: string[] = [];
 for (let i = 0; i < args.length; i++) {
   const a = args[i]!;
-  if (a === '--rounds') i++;
+  if (a === '--rounds' || a === '--out') i++;
   else if (a !== '--quick') filters.push(a.toLowerCase());
 }
+// Quick runs are for CI's gate: too few rounds to stand as the committed report.
+const outDir =
+  outArg >= 0 ? resolve(args[outArg + 1] ?? '.') : quick ? join(here, '..', '.tmp', 'bench') : here;
 const rounds = roundsArg >= 0 ? Number(args[roundsArg + 1]) : quick ? 7 : 41;
 if (!Number.isInteger(rounds) || rounds < 1) {
   console.error(`--rounds expects a positive integer, got ${args[roundsArg + 1]}`);
@@ -78,11 +97,19 @@ if (rows.length === 0) {
   process.exit(0);
 }
 
+const measuredAt = new Date().toISOString();
+const verdict = judge(rows, floors, measuredAt);
+const mark = (r: (typeof verdict.rows)[number]): string => {
+  if (r.floor === undefined) return '';
+  const bound = r.floor.max !== undefined ? `<= ${r.floor.max}` : `>= ${r.floor.min}`;
+  return `${bound} ${r.pass ? 'ok' : 'CROSSED'}`;
+};
+
 console.log('\nratio = ours / anchor (lower is better for ours; overheads are above a bare await)\n');
 console.log(
   table(
-    ['bench', 'case', 'ours', 'ns', 'anchor', 'ns', 'ratio', 'goal'],
-    rows.map((r) => [
+    ['bench', 'case', 'ours', 'ns', 'anchor', 'ns', 'ratio', 'goal', 'floor'],
+    verdict.rows.map((r) => [
       r.bench,
       r.case,
       r.ours,
@@ -90,31 +117,73 @@ console.log(
       r.anchor,
       fmt(r.anchor_ns),
       r.ratio.toFixed(2),
-      r.goal === undefined ? '' : `<= ${r.goal} ${r.ratio <= r.goal ? 'met' : 'MISSED'}`,
+      r.goal === undefined ? '' : `<= ${r.goal} ${withinFloor(r.ratio, { max: r.goal }) ? 'met' : 'MISSED'}`,
+      mark(r),
     ]),
-    'lllrlrrl',
+    'lllrlrrll',
   ),
 );
 
-const out = join(here, 'results.json');
-writeFileSync(
-  out,
-  `${JSON.stringify(
-    {
-      date: new Date().toISOString(),
-      mode: quick ? 'quick' : 'full',
-      filters,
-      node: process.version,
-      platform: `${process.platform} ${process.arch}`,
-      cores: availableParallelism(),
-      cpu: cpus()[0]?.model.trim(),
-      rounds,
-      sampleMs,
-      rows,
-      timings,
-    },
-    null,
-    2,
-  )}\n`,
+const results: Results = {
+  date: measuredAt,
+  mode: quick ? 'quick' : 'full',
+  filters,
+  node: process.version,
+  platform: `${process.platform} ${process.arch}`,
+  cores: availableParallelism(),
+  cpu: cpus()[0]?.model.trim(),
+  rounds,
+  sampleMs,
+  rows: verdict.rows,
+  timings,
+};
+mkdirSync(outDir, { recursive: true });
+const jsonFile = join(outDir, 'results.json');
+let previous: Results | undefined;
+if (filters.length > 0 && existsSync(jsonFile)) {
+  try {
+    previous = JSON.parse(readFileSync(jsonFile, 'utf8')) as Results;
+    // A report written before rows carried their floor and date: judge its rows again.
+    previous.rows = judge(previous.rows, floors, previous.date).rows;
+  } catch {
+    previous = undefined;
+  }
+}
+const report = merge(previous, results);
+writeFileSync(jsonFile, `${JSON.stringify(report, null, 2)}\n`);
+writeFileSync(join(outDir, 'results.svg'), renderChart(report));
+const readme = join(outDir, 'README.md');
+if (outDir === here)
+  writeFileSync(readme, spliceReadme(readFileSync(readme, 'utf8'), renderReadmeSection(report, floors)));
+const shown = (f: string) => relative(process.cwd(), f) || f;
+console.log(
+  `\nwrote ${shown(jsonFile)} and results.svg${outDir === here ? ' (and the report in README.md)' : ''} in ${((performance.now() - started) / 1000).toFixed(1)} s`,
 );
-console.log(`\nwrote ${out} in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+
+// The gate.
+const problems: string[] = [];
+for (const r of verdict.crossed) {
+  const bound = r.floor!.max !== undefined ? `floor <= ${r.floor!.max}` : `floor >= ${r.floor!.min}`;
+  problems.push(`${r.bench} / ${r.case}: ${r.ours} vs ${r.anchor} = ${r.ratio} (${bound})`);
+}
+for (const f of verdict.ambiguous) {
+  problems.push(
+    `floors.ts: the floor of ${f.bench} / ${f.case} (${f.ours} vs ${f.anchor}) is duplicated or has no bound`,
+  );
+}
+if (filters.length === 0) {
+  for (const f of verdict.unmatched) {
+    problems.push(
+      `floors.ts: no row is ${f.bench} / ${f.case}: ${f.ours} vs ${f.anchor} (renamed? move its floor along)`,
+    );
+  }
+}
+const gated = verdict.rows.filter((r) => r.floor !== undefined).length;
+if (problems.length > 0) {
+  console.error(
+    `\nfloors: ${problems.length} problem(s), ${gated} rows gated:\n${problems.map((p) => `  - ${p}`).join('\n')}`,
+  );
+  process.exitCode = 1;
+} else {
+  console.log(`floors: all ${gated} gated rows within their floor`);
+}
