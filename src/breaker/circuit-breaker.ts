@@ -9,7 +9,7 @@ import type {
 } from 'cockatiel';
 import { defaultPolicyContext, neverAbortedSignal, raceAbort } from '../core/abort.js';
 import { type Clock, systemClock } from '../core/clock.js';
-import { channel } from '../core/diagnostics.js';
+import { announce, channel, lifecycle } from '../core/diagnostics.js';
 import type { Duration } from '../core/duration.js';
 import { AbortedError, describe, InvalidOptionError } from '../core/errors.js';
 import { type Disposable, Emitter, type Event, toDisposable } from '../core/events.js';
@@ -151,6 +151,7 @@ const MIN_LEASE_WAIT = 100;
 
 const stateChannel = channel('breaker', 'state');
 const rejectChannel = channel('breaker', 'reject');
+const lifecycleChannels = lifecycle('breaker');
 
 /** @internal Lets the registry veto a closed circuit's opening (its `maxOpenFraction`). */
 export const kOpenGate = Symbol('buttress.breaker.openGate');
@@ -327,6 +328,7 @@ export class CircuitBreaker implements IPolicy<IDefaultPolicyContext, never> {
         remoteClose: () => this.#remoteClose(),
       });
     }
+    announce(lifecycleChannels.create, 'breaker', this);
   }
 
   /** The breaker's name, if it was given one. */
@@ -821,6 +823,7 @@ export class CircuitBreaker implements IPolicy<IDefaultPolicyContext, never> {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    announce(lifecycleChannels.close, 'breaker', this);
     this.#maybeReleaseLease(true);
     this.#sharedLink?.dispose();
     await this.#shared?.close();

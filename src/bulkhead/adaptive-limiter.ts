@@ -1,7 +1,7 @@
 import type { IDefaultPolicyContext, IFailureEvent, IPolicy, ISuccessEvent } from 'cockatiel';
 import { defaultPolicyContext } from '../core/abort.js';
 import type { Clock } from '../core/clock.js';
-import { channel } from '../core/diagnostics.js';
+import { announce, channel, lifecycle } from '../core/diagnostics.js';
 import type { Duration } from '../core/duration.js';
 import { AbortedError, ClosedError, hasCode, InvalidOptionError } from '../core/errors.js';
 import { Emitter, type Event } from '../core/events.js';
@@ -187,6 +187,7 @@ const MAX_INT = 2 ** 31 - 1;
 
 const rejectChannel = channel('bulkhead', 'reject');
 const limitChannel = channel('bulkhead', 'limit');
+const lifecycleChannels = lifecycle('bulkhead');
 
 /** The default `isDrop`: timeouts and rejections by a bulkhead downstream (ours or cockatiel's). */
 export function isOverloadError(error: unknown): boolean {
@@ -367,6 +368,7 @@ export class AdaptiveLimiter implements IPolicy<IDefaultPolicyContext, never> {
     }
     this.#partitioned = this.#byName.size > 0;
     this.#resize();
+    announce(lifecycleChannels.create, 'adaptive-limiter', this);
   }
 
   /** The limiter's name, if it was given one. */
@@ -615,7 +617,14 @@ export class AdaptiveLimiter implements IPolicy<IDefaultPolicyContext, never> {
     const partition = slice.name;
     if (this.#rejectEm.size !== 0) this.#rejectEm.emit({ reason, retryAfter, partition });
     if (rejectChannel.hasSubscribers) {
-      rejectChannel.publish({ name: this.#name, reason, retryAfter, limit: this.#limit, partition });
+      rejectChannel.publish({
+        kind: 'adaptive',
+        name: this.#name,
+        reason,
+        retryAfter,
+        limit: this.#limit,
+        partition,
+      });
     }
     return new BulkheadFullError(reason, retryAfter, this.#limit, this.#name, partition);
   }
@@ -659,6 +668,7 @@ export class AdaptiveLimiter implements IPolicy<IDefaultPolicyContext, never> {
   close(): Promise<void> {
     if (this.#closed) return Promise.resolve();
     this.#closed = true;
+    announce(lifecycleChannels.close, 'adaptive-limiter', this);
     for (const slice of this.#slices) {
       for (const waiter of slice.queue.clear()) waiter.reject(new ClosedError(this.#what()));
     }

@@ -222,7 +222,7 @@ describe('bulkhead', () => {
     expect(success).toHaveBeenCalledWith({ duration: 25 });
     expect(failure).toHaveBeenCalledWith(expect.objectContaining({ handled: false }));
     expect(reject).toHaveBeenCalledWith({ reason: 'full', retryAfter: 0 });
-    expect(published).toEqual([{ name: 'db', reason: 'full', retryAfter: 0, limit: 1 }]);
+    expect(published).toEqual([{ kind: 'bulkhead', name: 'db', reason: 'full', retryAfter: 0, limit: 1 }]);
   });
 
   it("'adaptive-lifo' serves FIFO until the oldest waiter has been over codelTarget for codelInterval, then LIFO", async () => {

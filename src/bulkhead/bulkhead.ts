@@ -1,7 +1,7 @@
 import type { IDefaultPolicyContext, IFailureEvent, IPolicy, ISuccessEvent } from 'cockatiel';
 import { defaultPolicyContext } from '../core/abort.js';
 import type { Clock } from '../core/clock.js';
-import { channel } from '../core/diagnostics.js';
+import { announce, channel, lifecycle } from '../core/diagnostics.js';
 import type { Duration } from '../core/duration.js';
 import { AbortedError, ClosedError } from '../core/errors.js';
 import { Emitter, type Event } from '../core/events.js';
@@ -85,6 +85,7 @@ const SAMPLE_MASK = 15;
 const EWMA_WEIGHT = 0.2;
 
 const rejectChannel = channel('bulkhead', 'reject');
+const lifecycleChannels = lifecycle('bulkhead');
 
 /**
  * Creates a bulkhead: at most `limit` calls run at once, up to `queue` more wait for a slot, and
@@ -156,6 +157,7 @@ export class Bulkhead implements IPolicy<IDefaultPolicyContext, never> {
       clock,
       onLeave: this.#onLeave,
     });
+    announce(lifecycleChannels.create, 'bulkhead', this);
   }
 
   /** The bulkhead's name, if it was given one. */
@@ -330,7 +332,7 @@ export class Bulkhead implements IPolicy<IDefaultPolicyContext, never> {
     const retryAfter = Math.ceil((this.#meanMs * position) / this.#limit);
     if (this.#rejectEm.size !== 0) this.#rejectEm.emit({ reason, retryAfter });
     if (rejectChannel.hasSubscribers) {
-      rejectChannel.publish({ name: this.#name, reason, retryAfter, limit: this.#limit });
+      rejectChannel.publish({ kind: 'bulkhead', name: this.#name, reason, retryAfter, limit: this.#limit });
     }
     return new BulkheadFullError(reason, retryAfter, this.#limit, this.#name);
   }
@@ -360,6 +362,7 @@ export class Bulkhead implements IPolicy<IDefaultPolicyContext, never> {
   close(): Promise<void> {
     if (this.#closed) return Promise.resolve();
     this.#closed = true;
+    announce(lifecycleChannels.close, 'bulkhead', this);
     this.#cap = 0;
     const what = this.#name ? `Bulkhead "${this.#name}"` : 'Bulkhead';
     for (const waiter of this.#queue.clear()) waiter.reject(new ClosedError(what));

@@ -2,7 +2,7 @@ import type { IDefaultPolicyContext, IFailureEvent, IPolicy, ISuccessEvent } fro
 import { defaultPolicyContext, raceAbort } from '../core/abort.js';
 import type { Clock } from '../core/clock.js';
 import { withDeadline } from '../core/deadline.js';
-import { channel } from '../core/diagnostics.js';
+import { announce, channel, lifecycle } from '../core/diagnostics.js';
 import type { Duration } from '../core/duration.js';
 import { AbortedError, InvalidOptionError, TimeoutError } from '../core/errors.js';
 import { Emitter, type Event } from '../core/events.js';
@@ -87,6 +87,7 @@ export interface PolicyHost {
 
 const MAX_BURST = 1_000_000;
 const rejectChannel = channel('bulkhead', 'rate-limit');
+const lifecycleChannels = lifecycle('bulkhead');
 
 /**
  * Creates a rate limiter: per key (a tenant, an IP, a route), `rate` calls per `per` sustained,
@@ -189,6 +190,7 @@ export class RateLimiter implements IPolicy<IDefaultPolicyContext, never> {
       runObserved: (fn, context) => this.#runObserved(fn, context),
     };
     this.#defaultPolicy = new RateLimitPolicy(this.#host, this.#key, 1);
+    announce(lifecycleChannels.create, 'rate-limiter', this);
   }
 
   /** The limiter's name, if it was given one. */

@@ -3,7 +3,16 @@ import { CircuitBreaker, circuitBreaker } from '../breaker/circuit-breaker.js';
 import { consecutive } from '../breaker/strategies/consecutive.js';
 import { onAbort, raceAbort } from '../core/abort.js';
 import type { Clock } from '../core/clock.js';
-import { channel, publish } from '../core/diagnostics.js';
+import {
+  announce,
+  channel,
+  isTraced,
+  lifecycle,
+  publish,
+  traceAsync,
+  traceCall,
+  tracingChannel,
+} from '../core/diagnostics.js';
 import type { Duration } from '../core/duration.js';
 import { AbortedError, ClosedError, InvalidOptionError } from '../core/errors.js';
 import { Emitter, type Event } from '../core/events.js';
@@ -32,9 +41,11 @@ import { NamespaceKeys, type Payload, RedisStore, type WriteItem } from './store
 import type {
   CacheCallOptions,
   CacheErrorEvent,
+  CacheFillMessage,
   CacheHitEvent,
   CacheInvalidateEvent,
   CacheLoadEvent,
+  CacheLoaderMessage,
   CacheMissEvent,
   CacheOptions,
   CacheSetManyItem,
@@ -67,6 +78,9 @@ const L2_SLACK = 1_000;
 const loadChannel = channel('cache', 'load');
 const errorChannel = channel('cache', 'error');
 const invalidateChannel = channel('cache', 'invalidate');
+const fillChannel = tracingChannel<CacheFillMessage>('cache', 'fill');
+const loaderChannel = tracingChannel<CacheLoaderMessage>('cache', 'loader');
+const lifecycleChannels = lifecycle('cache');
 
 /** What must still be deleted from Redis once it is back: writes that reached L1 only. */
 interface Repair {
@@ -95,6 +109,8 @@ class Flight implements Snapshot {
   controller: AbortController | undefined;
   settled = false;
   promise!: Promise<unknown>;
+  /** The message of its `buttress:cache:fill` trace, while someone traces fills. */
+  trace: CacheFillMessage | undefined;
 
   constructor(
     readonly background: boolean,
@@ -175,6 +191,7 @@ class Core {
   loadErrors = 0;
   staleFillsDropped = 0;
   leaseWaits = 0;
+  coalesced = 0;
   earlyRefreshes = 0;
   corrupt = 0;
   degradedWrites = 0;
@@ -211,6 +228,7 @@ class Core {
         this.ownBreaker = breaker;
       }
       this.l2 = new RedisStore(o.l2.redis, {
+        name: o.namespace,
         clock: o.clock,
         timeout: o.l2.timeout,
         breaker,
@@ -290,7 +308,9 @@ class Core {
  * @throws {InvalidOptionError} `E_INVALID_OPTION` naming the option, for an invalid or unknown option.
  */
 export function createCache(options?: CacheOptions): Cache {
-  return new Cache(new Core(options), undefined, undefined);
+  const cache = new Cache(new Core(options), undefined, undefined);
+  announce(lifecycleChannels.create, 'cache', cache);
+  return cache;
 }
 
 /**
@@ -617,6 +637,8 @@ export class Cache {
       let flight = state.fill as Flight | undefined;
       if (flight === undefined) {
         flight = this.#startFlight(key, l1Key, state, loader as Loader<unknown>, lo, entry, undefined);
+      } else {
+        c.coalesced++;
       }
       return await this.#awaitFlight(flight, key, lo, entry);
     } finally {
@@ -664,7 +686,22 @@ export class Cache {
     state.fill = flight;
     state.refs++;
     c.flights.add(flight);
-    flight.promise = this.#flyAndLand(flight, key, l1Key, state, loader, lo, refresh);
+    if (isTraced(fillChannel)) {
+      const message: CacheFillMessage = {
+        namespace: this.#name,
+        key,
+        refresh: refresh !== undefined,
+        source: undefined,
+        cached: false,
+        leaseWaits: 0,
+      };
+      flight.trace = message;
+      flight.promise = traceAsync(fillChannel, message, () =>
+        this.#flyAndLand(flight, key, l1Key, state, loader, lo, refresh),
+      );
+    } else {
+      flight.promise = this.#flyAndLand(flight, key, l1Key, state, loader, lo, refresh);
+    }
     // A background refresh has no caller to handle its outcome (failures went to onError).
     if (refresh !== undefined) flight.promise.catch(noop);
     return flight;
@@ -789,7 +826,10 @@ export class Cache {
           if (read === L2_DOWN) {
             degraded = true;
           } else if (read !== undefined) {
-            if (c.clock.now() < read.expiresAt) return this.#hit(key, read, 'l2', false);
+            if (c.clock.now() < read.expiresAt) {
+              if (flight.trace !== undefined) flight.trace.source = 'l2';
+              return this.#hit(key, read, 'l2', false);
+            }
             flight.stale = newer(flight.stale, read, c.clock.now());
           }
         }
@@ -821,6 +861,7 @@ export class Cache {
               if (c.installable && c.keys.current(state, flight)) {
                 this.#install(l1Key, entry, payloadBytes(reply.payload));
               }
+              if (flight.trace !== undefined) flight.trace.source = 'l2';
               return this.#hit(key, entry, 'l2', false);
             }
             // Unreadable: load, and overwrite it through a plain set below.
@@ -838,6 +879,7 @@ export class Cache {
           // Another instance is filling the key: wait for its value (the bus wakes us when it is
           // written, polling with backoff covers a lost message), bounded by the lease's life.
           c.leaseWaits++;
+          if (flight.trace !== undefined) flight.trace.leaseWaits++;
           await this.#sleep(flight, state, Math.min(delay, Math.max(1, reply.pttl)));
           delay = Math.min(delay * 2, LEASE_POLL_MAX);
         }
@@ -886,9 +928,15 @@ export class Cache {
     const ctx = new LoadContext(flight, flight.stale?.value);
     const started = c.clock.now();
     c.loads++;
+    const trace = flight.trace;
+    if (trace !== undefined) trace.source = 'loader';
     let value: unknown;
     try {
-      const result = loader(ctx);
+      const result = isTraced(loaderChannel)
+        ? traceCall(loaderChannel, { namespace: this.#name, key } satisfies CacheLoaderMessage, () =>
+            loader(ctx),
+          )
+        : loader(ctx);
       value = isThenable(result) ? await this.#bounded(result, flight, key, lo.hardTimeout) : result;
       if (flight.abandoned !== undefined) throw flight.abandoned;
     } catch (error) {
@@ -903,8 +951,10 @@ export class Cache {
         const standIn = stale.clone();
         standIn.retryAt = now + lo.graceBackoff;
         if (c.keys.current(state, flight)) this.#install(l1Key, standIn);
+        if (trace !== undefined) trace.source = 'grace';
         return flight.background ? stale.value : this.#hit(key, standIn, 'l1', true);
       }
+      if (trace !== undefined) trace.source = undefined;
       throw error;
     }
     const now = c.clock.now();
@@ -985,6 +1035,7 @@ export class Cache {
       if (degraded) this.#needsRepair('key', key);
     }
     this.#loaded(key, started, cached);
+    if (trace !== undefined) trace.cached = cached;
     return value;
   }
 
@@ -1512,6 +1563,7 @@ export class Cache {
       loadErrors: c.loadErrors,
       staleFillsDropped: c.staleFillsDropped,
       leaseWaits: c.leaseWaits,
+      coalesced: c.coalesced,
       earlyRefreshes: c.earlyRefreshes,
       inflight: c.keys.size,
       l2: {
@@ -1554,6 +1606,7 @@ export class Cache {
     const c = this.#c;
     c.closing ??= (async () => {
       c.closed = true;
+      announce(lifecycleChannels.close, 'cache', this);
       const error = new ClosedError('Cache');
       for (const flight of [...c.flights]) flight.abandon(error);
       c.repairs.clear();

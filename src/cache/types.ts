@@ -1,5 +1,6 @@
 import type { CircuitBreaker, CircuitBreakerOptions, CircuitState } from '../breaker/circuit-breaker.js';
 import type { Clock } from '../core/clock.js';
+import type { TracedMessage } from '../core/diagnostics.js';
 import type { Duration } from '../core/duration.js';
 import type { RedisConnection } from '../core/redis.js';
 import type { Serializer } from './internal/serializer.js';
@@ -284,8 +285,10 @@ export interface CacheStats {
   readonly loadErrors: number;
   /** Loads whose value was returned but not installed: a write, delete or invalidation won the race. */
   readonly staleFillsDropped: number;
-  /** Waits for another instance's fill (distributed single-flight). */
+  /** Waits for another instance's fill (distributed single-flight): one per look at its lease. */
   readonly leaseWaits: number;
+  /** getOrSet calls that joined a load of their key already running in this instance (local single-flight). */
+  readonly coalesced: number;
   /** Early refreshes started (XFetch). */
   readonly earlyRefreshes: number;
   /** Keys with a read, load or write in flight now (0 when idle: per-key state does not outlive its operations). */
@@ -314,4 +317,45 @@ export interface CacheStats {
     /** Times the subscriber went down or came back (each time L1 was dropped). */
     readonly gaps: number;
   };
+}
+
+/**
+ * Message of the tracing channel `buttress:cache:fill`: one getOrSet load (a miss), from the L2
+ * read to the value, shared by every caller that joined it. The cache fills in `source`,
+ * `cached` and `leaseWaits` as the fill goes; see docs/observability.md.
+ */
+export interface CacheFillMessage extends TracedMessage {
+  /** The namespace (`parent:child` for a child). */
+  readonly namespace: string;
+  readonly key: string;
+  /** True for an early refresh (XFetch) of a value still fresh, run in the background. */
+  readonly refresh: boolean;
+  /**
+   * Where the value came from: `'l2'` (Redis, possibly after waiting for another instance's
+   * fill), `'loader'`, `'grace'` (the loader failed and a graced value stood in); undefined when
+   * the fill failed or was abandoned.
+   */
+  source: 'l2' | 'loader' | 'grace' | undefined;
+  /** True when the loader's value was cached. */
+  cached: boolean;
+  /** Looks at another instance's lease while waiting for its value. */
+  leaseWaits: number;
+}
+
+/** Message of the tracing channel `buttress:cache:loader`: one call of a getOrSet loader. */
+export interface CacheLoaderMessage extends TracedMessage {
+  readonly namespace: string;
+  readonly key: string;
+}
+
+/** Message of the channel `buttress:cache:l2`: one Redis call of the cache, once it settled. */
+export interface CacheL2Message {
+  /** The root namespace of the cache making the call. */
+  readonly namespace: string;
+  /** The script or command: `read-entries`, `get-or-lease`, `fill`, `set-entries`, `clear`, ... */
+  readonly operation: string;
+  /** Milliseconds from the call to its answer (or its failure: breaker open, deadline, error). */
+  readonly duration: number;
+  /** Why it failed, when it did (`E_REDIS_TIMEOUT`, `E_CIRCUIT_OPEN`, a connection error). */
+  readonly error: unknown;
 }

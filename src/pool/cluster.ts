@@ -9,7 +9,7 @@ import {
 } from '../breaker/index.js';
 import { onAbort } from '../core/abort.js';
 import type { Clock, Timer } from '../core/clock.js';
-import { channel } from '../core/diagnostics.js';
+import { announce, channel, lifecycle } from '../core/diagnostics.js';
 import type { Duration } from '../core/duration.js';
 import { AbortedError, ClosedError, InvalidOptionError, isAbortedError } from '../core/errors.js';
 import { type Disposable, Emitter, type Event } from '../core/events.js';
@@ -291,6 +291,7 @@ const ejectChannel = channel('pool', 'eject');
 const readmitChannel = channel('pool', 'readmit');
 const errorChannel = channel('pool', 'error');
 const queryChannel = channel('pool', 'query');
+const lifecycleChannels = lifecycle('pool');
 
 const OPTION_KEYS = [
   'Pool',
@@ -476,6 +477,7 @@ export class PgCluster implements SessionHost {
     this.#lag = new LagTracker(Math.min(4096, Math.ceil(this.#maxLag / this.#interval) + 4));
     // Until its first health check answers, a replica takes no reads: its lag is unknown.
     this.#startHealth();
+    announce(lifecycleChannels.create, 'pg-cluster', this);
   }
 
   /** The cluster's name. */
@@ -1233,6 +1235,7 @@ export class PgCluster implements SessionHost {
 
   async #end(timeout: number): Promise<void> {
     this.#closing = true;
+    announce(lifecycleChannels.close, 'pg-cluster', this);
     if (this.#healthTimer !== undefined) {
       this.#clock.clearTimeout(this.#healthTimer);
       this.#healthTimer = undefined;

@@ -1,5 +1,13 @@
 import { throwIfAborted } from '../core/abort.js';
 import type { Clock } from '../core/clock.js';
+import {
+  announce,
+  isTraced,
+  lifecycle,
+  traceSettled,
+  traceSync,
+  tracingChannel,
+} from '../core/diagnostics.js';
 import { ClosedError, InvalidOptionError } from '../core/errors.js';
 import type { Event } from '../core/events.js';
 import {
@@ -21,6 +29,7 @@ import {
   type ResolvedJobOptions,
   resolveJobOptions,
   serializePayload,
+  withHeaders,
 } from './internal/record.js';
 import { memoryBackend } from './memory-backend.js';
 import type {
@@ -31,6 +40,7 @@ import type {
   CompletedEvent,
   DeadLetter,
   FailedEvent,
+  JobAddMessage,
   JobHandler,
   QueueErrorEvent,
   QueueOptions,
@@ -45,11 +55,32 @@ const MAX_MS = 2 ** 31 - 1;
 const DEFAULT_COMPLETED: Retention = { count: 1000, age: 3_600_000 };
 const DEFAULT_FAILED: Retention = { count: 10_000, age: 7 * 86_400_000 };
 
+const addChannel = tracingChannel<JobAddMessage>('queue', 'add');
+const lifecycleChannels = lifecycle('queue');
+
 interface PendingAdd {
   readonly job: NewJob;
   readonly resolve: (job: AddedJob) => void;
   readonly reject: (error: unknown) => void;
 }
+
+/** Starts the `buttress:queue:add` trace of one job: subscribers may give it headers. */
+function traceAdd(
+  queue: string,
+  jobId: string | undefined,
+  o: { readonly delay: number; readonly priority: number },
+): JobAddMessage {
+  const message: JobAddMessage = { queue, jobId, delay: o.delay, priority: o.priority, headers: {} };
+  traceSync(addChannel, message, noop);
+  return message;
+}
+
+/** Ends the trace of one added job. */
+function settleAdd(message: JobAddMessage | undefined, failed: boolean, outcome: unknown): void {
+  if (message !== undefined) traceSettled(addChannel, message, failed, outcome);
+}
+
+function noop(): void {}
 
 /** Per-call options of the queue's other async methods. */
 export interface QueueCallOptions {
@@ -111,6 +142,7 @@ export class Queue<T = unknown> {
     }
     this.#backend = backend;
     this.#store = backend.open(this.name, { clock: this.#clock });
+    announce(lifecycleChannels.create, 'queue', this);
   }
 
   /** The backend's kind: `'memory'`, `'redis'`, or a third-party name. */
@@ -151,27 +183,50 @@ export class Queue<T = unknown> {
   add(payload: T, options?: AddOptions): Promise<AddedJob> {
     if (this.#closing !== undefined) return Promise.reject(new ClosedError(`Queue "${this.name}"`));
     let job: NewJob;
+    let trace: JobAddMessage | undefined;
     try {
       if (options !== undefined) throwIfAborted(options.signal);
       const o =
         options === undefined ? this.#defaults : resolveJobOptions(options, this.#defaults, 'options', true);
       const json = serializePayload(payload);
-      job = {
-        id: options === undefined ? undefined : checkJobId(options.jobId, 'jobId'),
-        record: `${this.#clock.now()}${o === this.#defaults ? this.#defaultTail : headerTail(o)}${json}`,
-        priority: o.priority,
-        delay: o.delay,
-      };
+      const id = options === undefined ? undefined : checkJobId(options.jobId, 'jobId');
+      let tail = o === this.#defaults ? this.#defaultTail : headerTail(o);
+      if (isTraced(addChannel)) {
+        trace = traceAdd(this.name, id, o);
+        tail = withHeaders(tail, trace.headers);
+      }
+      job = { id, record: `${this.#clock.now()}${tail}${json}`, priority: o.priority, delay: o.delay };
     } catch (error) {
       return Promise.reject(error);
     }
+    if (trace !== undefined) {
+      const message = trace;
+      return new Promise<AddedJob>((resolve, reject) => {
+        this.#pending.push({
+          job,
+          resolve: (added) => {
+            settleAdd(message, false, added);
+            resolve(added);
+          },
+          reject: (error) => {
+            settleAdd(message, true, error);
+            reject(error);
+          },
+        });
+        this.#queueFlush();
+      });
+    }
     return new Promise<AddedJob>((resolve, reject) => {
       this.#pending.push({ job, resolve, reject });
-      if (!this.#flushQueued) {
-        this.#flushQueued = true;
-        process.nextTick(this.#flush);
-      }
+      this.#queueFlush();
     });
+  }
+
+  #queueFlush(): void {
+    if (!this.#flushQueued) {
+      this.#flushQueued = true;
+      process.nextTick(this.#flush);
+    }
   }
 
   readonly #flush = (): void => {
@@ -210,6 +265,8 @@ export class Queue<T = unknown> {
     throwIfAborted(options?.signal);
     const now = this.#clock.now();
     const jobs: NewJob[] = new Array(items.length);
+    const traced = isTraced(addChannel);
+    const traces: JobAddMessage[] = traced ? new Array(items.length) : [];
     for (let i = 0; i < items.length; i++) {
       const item = items[i]!;
       if (typeof item !== 'object' || item === null) {
@@ -219,20 +276,37 @@ export class Queue<T = unknown> {
         item.options === undefined
           ? this.#defaults
           : resolveJobOptions(item.options, this.#defaults, `items[${i}].options`);
-      jobs[i] = {
-        id:
-          item.options === undefined
-            ? undefined
-            : checkJobId(item.options.jobId, `items[${i}].options.jobId`),
-        record: `${now}${o === this.#defaults ? this.#defaultTail : headerTail(o)}${serializePayload(item.payload, i)}`,
-        priority: o.priority,
-        delay: o.delay,
-      };
+      const id =
+        item.options === undefined ? undefined : checkJobId(item.options.jobId, `items[${i}].options.jobId`);
+      const tail = o === this.#defaults ? this.#defaultTail : headerTail(o);
+      const json = serializePayload(item.payload, i);
+      // Traced, the record is completed below, once every item has passed validation: a trace
+      // that starts is a trace that ends.
+      const record = traced ? `${tail}${json}` : `${now}${tail}${json}`;
+      jobs[i] = { id, record, priority: o.priority, delay: o.delay };
     }
-    if (!this.#isReady) await this.ready();
-    throwIfAborted(options?.signal);
-    const results = await this.#store.add(jobs, this.#dedupeWindow);
-    return results.map((r) => ({ id: r.id, duplicate: !r.added }));
+    if (traced) {
+      for (let i = 0; i < jobs.length; i++) {
+        const job = jobs[i]!;
+        const message = traceAdd(this.name, job.id, job);
+        traces[i] = message;
+        const nl = job.record.indexOf('\n');
+        const tail = withHeaders(job.record.slice(0, nl + 1), message.headers);
+        jobs[i] = { ...job, record: `${now}${tail}${job.record.slice(nl + 1)}` };
+      }
+    }
+    let added: AddedJob[];
+    try {
+      if (!this.#isReady) await this.ready();
+      throwIfAborted(options?.signal);
+      const results = await this.#store.add(jobs, this.#dedupeWindow);
+      added = results.map((r) => ({ id: r.id, duplicate: !r.added }));
+    } catch (error) {
+      for (const message of traces) settleAdd(message, true, error);
+      throw error;
+    }
+    for (let i = 0; i < traces.length; i++) settleAdd(traces[i], false, added[i]);
+    return added;
   }
 
   /**
@@ -392,6 +466,7 @@ export class Queue<T = unknown> {
   }
 
   async #close(options: CloseOptions | undefined): Promise<void> {
+    announce(lifecycleChannels.close, 'queue', this);
     // Adds accepted before close() go out on the next tick: let them land first.
     await new Promise<void>((resolve) => process.nextTick(resolve));
     await Promise.all([...this.#inFlight, ...[...this.#workers].map((w) => w.close(options))]);

@@ -1,4 +1,5 @@
 import type { Clock } from '../core/clock.js';
+import type { TracedMessage } from '../core/diagnostics.js';
 import type { Duration } from '../core/duration.js';
 import type { QueueBackend } from './backend.js';
 
@@ -230,4 +231,42 @@ export interface QueueErrorEvent {
   readonly error: unknown;
   /** What was being done: `'fetch'`, `'fail'`, `'extend'`, `'release'`, `'recover'`. */
   readonly operation: string;
+}
+
+/**
+ * Message of the tracing channel `buttress:queue:add`: one job added (`add`, or one item of
+ * `addBulk`), from the call to the backend's answer. A `start` subscriber may write string
+ * entries into `headers` (a trace context: `traceparent`, `tracestate`, `baggage`): they are stored
+ * with the job and handed back in {@link JobProcessMessage.headers} to the worker that runs it,
+ * on every backend. See docs/observability.md.
+ */
+export interface JobAddMessage extends TracedMessage {
+  readonly queue: string;
+  /** The custom `jobId`, if one was given (an auto id is in `result` once added). */
+  readonly jobId: string | undefined;
+  readonly delay: number;
+  readonly priority: number;
+  /** Entries to store with the job; only string values are kept, 8 KiB of JSON at most. */
+  readonly headers: Record<string, string>;
+  /** Set once the backend answered. */
+  result?: AddedJob;
+}
+
+/**
+ * Message of the tracing channel `buttress:queue:process`: one attempt of one job in a worker,
+ * from the handler's call to the attempt's outcome (`asyncEnd` when the handler settled or the
+ * attempt was ended for it: timeout, lost lease, close; `error` with the failure).
+ */
+export interface JobProcessMessage extends TracedMessage {
+  readonly queue: string;
+  readonly jobId: string;
+  /** This attempt's number, from 1. */
+  readonly attempt: number;
+  readonly attempts: number;
+  readonly stalls: number;
+  readonly priority: number;
+  /** When the job was added, ms since the epoch (the producer's clock). */
+  readonly createdAt: number;
+  /** What subscribers of `buttress:queue:add` stored with the job, if anything. */
+  readonly headers: Readonly<Record<string, string>> | undefined;
 }

@@ -1,6 +1,15 @@
 import { randomBytes } from 'node:crypto';
 import type { Clock, Timer } from '../core/clock.js';
-import { channel, publish } from '../core/diagnostics.js';
+import {
+  announce,
+  channel,
+  isTraced,
+  lifecycle,
+  publish,
+  traceSettled,
+  traceSync,
+  tracingChannel,
+} from '../core/diagnostics.js';
 import { ClosedError } from '../core/errors.js';
 import { type Disposable, Emitter, type Event } from '../core/events.js';
 import { type Stopwatch, stopwatch } from '../core/hr-time.js';
@@ -16,6 +25,7 @@ import type {
   Job,
   JobContext,
   JobHandler,
+  JobProcessMessage,
   QueueErrorEvent,
   StalledEvent,
 } from './types.js';
@@ -23,6 +33,8 @@ import type {
 const completedChannel = channel('queue', 'completed');
 const failedChannel = channel('queue', 'failed');
 const stalledChannel = channel('queue', 'stalled');
+const processChannel = tracingChannel<JobProcessMessage>('queue', 'process');
+const lifecycleChannels = lifecycle('queue');
 
 /** Acknowledgements or failures per backend call. */
 const BATCH = 1000;
@@ -88,6 +100,8 @@ class ActiveJob<T> implements Job<T>, JobContext {
   /** @internal What the handler returned. */
   _result: unknown;
   /** @internal */ _timeout: JobDeadline<T> | undefined;
+  /** @internal The message of this attempt's `buttress:queue:process` trace, when traced. */
+  _trace: JobProcessMessage | undefined;
   #controller: AbortController | undefined;
   #reason: unknown;
 
@@ -224,6 +238,12 @@ export class Worker<T = unknown> {
     this.#elapsed = stopwatch(settings.clock);
     this.#started = this.#start();
     this.#started.catch(noop);
+    announce(lifecycleChannels.create, 'worker', this);
+  }
+
+  /** The name of the queue it runs. */
+  get queue(): string {
+    return this.#s.name;
   }
 
   /** Jobs whose handler is running now. */
@@ -355,7 +375,12 @@ export class Worker<T = unknown> {
         this.#events.completed.emit(e);
         this.#s.queueEvents.completed.emit(e);
       }
-      publish(completedChannel, () => ({ queue: this.#s.name, jobId: job.id, attempt: job.attempt }));
+      publish(completedChannel, () => ({
+        queue: this.#s.name,
+        jobId: job.id,
+        attempt: job.attempt,
+        duration: job._started,
+      }));
     }
     const jobs = result.jobs;
     if (!this.#accepting) {
@@ -417,9 +442,11 @@ export class Worker<T = unknown> {
 
   #run(leased: LeasedJob, token: string): void {
     let job: ActiveJob<T>;
+    let headers: Readonly<Record<string, string>> | undefined;
     try {
-      const { payload, createdAt, options } = decodeRecord(leased.record);
-      job = new ActiveJob<T>(this, leased, token, payload as T, createdAt, options);
+      const decoded = decodeRecord(leased.record);
+      headers = decoded.headers;
+      job = new ActiveJob<T>(this, leased, token, decoded.payload as T, decoded.createdAt, decoded.options);
     } catch (error) {
       // A record this version cannot read: dead-letter it rather than loop on it.
       this.#fails.push({
@@ -439,7 +466,7 @@ export class Worker<T = unknown> {
     job._started = this.#elapsed();
     let result: unknown;
     try {
-      result = this.#handler(job, job);
+      result = isTraced(processChannel) ? this.#traced(job, headers) : this.#handler(job, job);
     } catch (error) {
       this._settle(job, false, error);
       return;
@@ -458,10 +485,31 @@ export class Worker<T = unknown> {
     this._settle(job, true, result);
   }
 
+  /**
+   * Calls the handler inside a `buttress:queue:process` trace: `start` (where a subscriber may set
+   * the context the handler runs in) and `end` around the call; the attempt's outcome ends it in
+   * {@link Worker._settle}.
+   */
+  #traced(job: ActiveJob<T>, headers: Readonly<Record<string, string>> | undefined): unknown {
+    const message: JobProcessMessage = {
+      queue: this.#s.name,
+      jobId: job.id,
+      attempt: job.attempt,
+      attempts: job.attempts,
+      stalls: job.stalls,
+      priority: job.priority,
+      createdAt: job.createdAt,
+      headers,
+    };
+    job._trace = message;
+    return traceSync(processChannel, message, () => this.#handler(job, job));
+  }
+
   /** @internal The handler of `job` finished (or its attempt was ended for it). */
   _settle(job: ActiveJob<T>, ok: boolean, value: unknown): void {
     if (job._settled) return;
     job._settled = true;
+    if (job._trace !== undefined) traceSettled(processChannel, job._trace, !ok, value);
     this.#running--;
     if (job._timeout !== undefined) {
       this.#wheel.cancel(job._timeout);
@@ -526,6 +574,7 @@ export class Worker<T = unknown> {
               attempt: job.attempt,
               error,
               deadLettered,
+              duration: job._started,
             }));
           }
           if (this.#fails.length > 0) this.#schedule();
@@ -665,6 +714,7 @@ export class Worker<T = unknown> {
       return Promise.reject(error);
     }
     this.#accepting = false;
+    announce(lifecycleChannels.close, 'worker', this);
     this.#closing = this.#close(timeout);
     return this.#closing;
   }

@@ -8,10 +8,14 @@ import {
   type RetryPolicy,
   retry,
 } from 'cockatiel';
+import { channel } from '../core/diagnostics.js';
 import { InvalidOptionError } from '../core/errors.js';
 import { Emitter, type Event, toDisposable } from '../core/events.js';
-import { bool, integer, knownKeys, optionsObject } from '../core/validate.js';
+import { bool, integer, knownKeys, nonEmptyString, optionsObject } from '../core/validate.js';
 import type { RetryBudgetLike } from './retry-budget.js';
+
+const budgetChannel = channel('retry', 'budget-exhausted');
+const retryChannel = channel('retry', 'retry');
 
 /** What decides which failures are retried: cockatiel's `handleAll`, `handleType(...)`, `handleWhen(...)`, `handleWhenResult(...)`. */
 export interface RetryFilter {
@@ -36,6 +40,8 @@ export interface BudgetedRetryOptions {
    * @default true
    */
   unref?: boolean;
+  /** Name shown in diagnostics (metrics are labelled by it). */
+  name?: string;
 }
 
 /** Event of {@link BudgetedRetry.onBudgetExhausted}. */
@@ -85,6 +91,7 @@ export class BudgetedRetry implements IPolicy<IRetryContext, never> {
   declare readonly _altReturn: never;
 
   readonly #inner: RetryPolicy;
+  readonly #name: string | undefined;
   readonly #budget: RetryBudgetLike;
   readonly #maxAttempts: number;
   readonly #errorFilter: (error: Error) => boolean;
@@ -120,7 +127,8 @@ export class BudgetedRetry implements IPolicy<IRetryContext, never> {
       );
     }
     const opts = optionsObject(options);
-    knownKeys(opts, ['budget', 'maxAttempts', 'backoff', 'unref']);
+    knownKeys(opts, ['budget', 'maxAttempts', 'backoff', 'unref', 'name']);
+    this.#name = opts.name === undefined ? undefined : nonEmptyString(opts.name, 'name');
     const budget = opts.budget as RetryBudgetLike | undefined;
     if (
       typeof budget !== 'object' ||
@@ -166,6 +174,12 @@ export class BudgetedRetry implements IPolicy<IRetryContext, never> {
     this.onSuccess = this.#inner.onSuccess;
     this.onFailure = this.#inner.onFailure;
     this.onRetry = this.#inner.onRetry;
+    // cockatiel makes the retries: report them where buttress's own retry() does. A listener costs
+    // nothing until a retry happens.
+    const name = this.#name;
+    this.#inner.onRetry(({ attempt, delay }) => {
+      if (retryChannel.hasSubscribers) retryChannel.publish({ name, attempt, delay });
+    });
     const innerGiveUp = this.#inner.onGiveUp;
     const vetoGiveUp = this.#vetoGiveUpEm.event;
     this.onGiveUp = (listener) => {
@@ -176,6 +190,11 @@ export class BudgetedRetry implements IPolicy<IRetryContext, never> {
         b.dispose();
       });
     };
+  }
+
+  /** The policy's name, if it was given one. */
+  get name(): string | undefined {
+    return this.#name;
   }
 
   /** The budget retries withdraw from. */
@@ -245,6 +264,9 @@ export class BudgetedRetry implements IPolicy<IRetryContext, never> {
 
   #refused(reason: FailureReason<unknown>, context: IRetryContext): void {
     if (this.#exhaustedEm.size !== 0) this.#exhaustedEm.emit({ ...reason, attempt: context.attempt + 1 });
+    if (budgetChannel.hasSubscribers) {
+      budgetChannel.publish({ policy: 'budgeted-retry', name: this.#name, attempt: context.attempt + 1 });
+    }
     if (this.#vetoGiveUpEm.size !== 0) this.#vetoGiveUpEm.emit(reason);
   }
 }

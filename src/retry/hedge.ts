@@ -14,7 +14,14 @@ import {
   type SignalSource,
 } from '../core/signals.js';
 import { sharedTimerWheel, TimerEntry, type TimerWheel } from '../core/timer-wheel.js';
-import { clockOption, duration, integer, knownKeys, optionsObject } from '../core/validate.js';
+import {
+  clockOption,
+  duration,
+  integer,
+  knownKeys,
+  nonEmptyString,
+  optionsObject,
+} from '../core/validate.js';
 import { LatencyHistogram } from './internal/latency-histogram.js';
 import { LazySignal } from './internal/signals.js';
 import { RetryBudget, type RetryBudgetLike } from './retry-budget.js';
@@ -49,6 +56,8 @@ export interface HedgeOptions {
    * @default a private `retryBudget()` (20% of calls plus 10 per second)
    */
   budget?: RetryBudgetLike;
+  /** Name shown in diagnostics (metrics are labelled by it). */
+  name?: string;
   /** Time source, and the timer wheel it drives. @default systemClock */
   clock?: Clock;
 }
@@ -86,9 +95,11 @@ const lostReason: ButtressError = Object.freeze(
 ) as ButtressError;
 
 const hedgeChannel = channel('retry', 'hedge');
+const budgetChannel = channel('retry', 'budget-exhausted');
 const MAX_DELAY = 2 ** 31 - 1;
 
 interface Core {
+  readonly name: string | undefined;
   readonly maxHedges: number;
   readonly contexts: ContextFactory;
   readonly budget: RetryBudgetLike;
@@ -165,11 +176,12 @@ class HedgeCall<T> extends TimerEntry {
     const attempt = this.signals.length;
     if (!core.budget.tryWithdraw()) {
       core.budgetRefusals++;
+      if (budgetChannel.hasSubscribers) budgetChannel.publish({ policy: 'hedge', name: core.name, attempt });
       return;
     }
     core.hedges++;
     if (core.hedge.size !== 0) core.hedge.emit({ attempt, delay: this.delay });
-    if (hedgeChannel.hasSubscribers) hedgeChannel.publish({ attempt, delay: this.delay });
+    if (hedgeChannel.hasSubscribers) hedgeChannel.publish({ name: core.name, attempt, delay: this.delay });
     if (attempt < core.maxHedges) core.wheel.insert(this, this.delay);
     this.launch(attempt);
   }
@@ -266,7 +278,8 @@ export class Hedge implements IPolicy<IHedgeContext, never> {
 
   constructor(options: HedgeOptions) {
     const opts = optionsObject(options);
-    knownKeys(opts, ['delay', 'maxHedges', 'budget', 'clock']);
+    knownKeys(opts, ['delay', 'maxHedges', 'budget', 'name', 'clock']);
+    const name = opts.name === undefined ? undefined : nonEmptyString(opts.name, 'name');
     const clock = clockOption(opts.clock);
     const delay = opts.delay;
     let histogram: LatencyHistogram | undefined;
@@ -301,6 +314,7 @@ export class Hedge implements IPolicy<IHedgeContext, never> {
       throw new InvalidOptionError('budget', budget, 'a RetryBudget, e.g. retryBudget()');
     }
     this.#core = {
+      name,
       maxHedges,
       contexts: new ContextFactory(),
       budget,
@@ -318,6 +332,11 @@ export class Hedge implements IPolicy<IHedgeContext, never> {
     this.onSuccess = this.#core.success.event;
     this.onFailure = this.#core.failure.event;
     this.onHedge = this.#core.hedge.event;
+  }
+
+  /** The policy's name, if it was given one. */
+  get name(): string | undefined {
+    return this.#core.name;
   }
 
   /** The delay a call started now waits before hedging, in ms (Infinity: it will not hedge). */

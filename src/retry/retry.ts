@@ -25,7 +25,14 @@ import {
   type SignalSource,
 } from '../core/signals.js';
 import { sharedTimerWheel, TimerEntry, type TimerWheel } from '../core/timer-wheel.js';
-import { clockOption, duration, integer, knownKeys, optionsObject } from '../core/validate.js';
+import {
+  clockOption,
+  duration,
+  integer,
+  knownKeys,
+  nonEmptyString,
+  optionsObject,
+} from '../core/validate.js';
 import type { BudgetExhaustedEvent, RetryFilter } from './budgeted-retry.js';
 import { listenedEvent } from './internal/listened.js';
 import type { RetryBudgetLike } from './retry-budget.js';
@@ -60,6 +67,8 @@ export interface RetryOptions {
    * @default no budget
    */
   budget?: RetryBudgetLike;
+  /** Name shown in diagnostics (metrics are labelled by it). */
+  name?: string;
   /** Time source, and the timer wheel the delays wait on. @default systemClock */
   clock?: Clock;
 }
@@ -85,6 +94,7 @@ export interface RetryStats {
 }
 
 interface Core {
+  readonly name: string | undefined;
   readonly maxAttempts: number;
   /** The constant delay, when `backoff` is a duration. */
   readonly delay: number;
@@ -108,6 +118,7 @@ interface Core {
 }
 
 const retryChannel = channel('retry', 'retry');
+const budgetChannel = channel('retry', 'budget-exhausted');
 const allErrors = () => true;
 const MAX_DELAY = 2 ** 31 - 1;
 
@@ -234,12 +245,14 @@ class RetryCall<T> {
     if (core.budget !== undefined && !core.budget.tryWithdraw()) {
       core.budgetRefusals++;
       if (core.exhausted.size !== 0) core.exhausted.emit({ ...reason, attempt: next });
+      if (budgetChannel.hasSubscribers)
+        budgetChannel.publish({ policy: 'retry', name: core.name, attempt: next });
       return this.giveUp(reason);
     }
     const delay = this.nextDelay(next, reason);
     core.retries++;
     if (core.retry.size !== 0) core.retry.emit({ ...reason, delay, attempt: next });
-    if (retryChannel.hasSubscribers) retryChannel.publish({ attempt: next, delay });
+    if (retryChannel.hasSubscribers) retryChannel.publish({ name: core.name, attempt: next, delay });
     this.attempt = next;
     return new Promise<T>((resolve, reject) => {
       const wait = new RetryWait(this, resolve, reject);
@@ -384,7 +397,8 @@ export class Retry implements IPolicy<IRetryContext, never> {
 
   constructor(options?: RetryOptions) {
     const opts = optionsObject(options);
-    knownKeys(opts, ['maxAttempts', 'backoff', 'isFailure', 'budget', 'clock']);
+    knownKeys(opts, ['maxAttempts', 'backoff', 'isFailure', 'budget', 'name', 'clock']);
+    const name = opts.name === undefined ? undefined : nonEmptyString(opts.name, 'name');
     const clock = clockOption(opts.clock);
     const maxAttempts = integer(opts.maxAttempts, 'maxAttempts', 0, 1_000_000, 3);
 
@@ -436,6 +450,7 @@ export class Retry implements IPolicy<IRetryContext, never> {
     }
 
     this.#core = {
+      name,
       maxAttempts,
       delay,
       factory,
@@ -464,6 +479,11 @@ export class Retry implements IPolicy<IRetryContext, never> {
     this.onRetry = this.#core.retry.event;
     this.onGiveUp = this.#core.giveUp.event;
     this.onBudgetExhausted = this.#core.exhausted.event;
+  }
+
+  /** The policy's name, if it was given one. */
+  get name(): string | undefined {
+    return this.#core.name;
   }
 
   /** Retries per call at most. */

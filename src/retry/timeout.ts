@@ -17,7 +17,15 @@ import {
   type SignalSource,
 } from '../core/signals.js';
 import { sharedTimerWheel, TimerEntry, type TimerWheel } from '../core/timer-wheel.js';
-import { bool, clockOption, duration, knownKeys, oneOf, optionsObject } from '../core/validate.js';
+import {
+  bool,
+  clockOption,
+  duration,
+  knownKeys,
+  nonEmptyString,
+  oneOf,
+  optionsObject,
+} from '../core/validate.js';
 import { listenedEvent } from './internal/listened.js';
 import { settledReason } from './internal/signals.js';
 
@@ -45,6 +53,8 @@ export interface TimeoutOptions {
    * @default true
    */
   abortOnReturn?: boolean;
+  /** Name shown in diagnostics (metrics are labelled by it). */
+  name?: string;
   /** Time source, and the timer wheel it drives. @default systemClock */
   clock?: Clock;
 }
@@ -74,6 +84,7 @@ const timeoutChannel = channel('retry', 'timeout');
 
 /** Settings and emitters shared by every call of one {@link Timeout}. */
 interface Core {
+  readonly name: string | undefined;
   readonly ms: number;
   readonly aggressive: boolean;
   readonly abortOnReturn: boolean;
@@ -304,7 +315,11 @@ class TimeoutCall implements DeferredSignal {
       core.timeout.emit({ timeout: core.ms, strategy: core.aggressive ? 'aggressive' : 'cooperative' });
     }
     if (timeoutChannel.hasSubscribers) {
-      timeoutChannel.publish({ timeout: core.ms, strategy: core.aggressive ? 'aggressive' : 'cooperative' });
+      timeoutChannel.publish({
+        name: core.name,
+        timeout: core.ms,
+        strategy: core.aggressive ? 'aggressive' : 'cooperative',
+      });
     }
     if (core.aggressive) {
       this.emitFailure(error, true);
@@ -478,7 +493,7 @@ export class Timeout implements IPolicy<IDefaultPolicyContext, never> {
   constructor(ms: Duration, options?: TimeoutOptions | TimeoutStrategy | 'optimistic') {
     const value = duration(ms, 'duration', undefined, 0);
     const opts = optionsObject(typeof options === 'string' ? { strategy: options } : options);
-    knownKeys(opts, ['strategy', 'abortOnReturn', 'clock']);
+    knownKeys(opts, ['strategy', 'abortOnReturn', 'name', 'clock']);
     const strategy = oneOf(
       opts.strategy,
       'strategy',
@@ -487,6 +502,7 @@ export class Timeout implements IPolicy<IDefaultPolicyContext, never> {
     );
     const clock = clockOption(opts.clock);
     this.#core = {
+      name: opts.name === undefined ? undefined : nonEmptyString(opts.name, 'name'),
       ms: value,
       aggressive: strategy === 'aggressive',
       abortOnReturn: bool(opts.abortOnReturn, 'abortOnReturn', true),
@@ -517,6 +533,11 @@ export class Timeout implements IPolicy<IDefaultPolicyContext, never> {
     this.onSuccess = listenedEvent(core.success, changed);
     this.onFailure = listenedEvent(core.failure, changed);
     this.onTimeout = this.#core.timeout.event;
+  }
+
+  /** The policy's name, if it was given one. */
+  get name(): string | undefined {
+    return this.#core.name;
   }
 
   /** The deadline in ms. */

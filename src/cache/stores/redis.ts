@@ -1,5 +1,7 @@
 import type { CircuitBreaker } from '../../breaker/circuit-breaker.js';
 import type { Clock } from '../../core/clock.js';
+import { channel } from '../../core/diagnostics.js';
+import { type Stopwatch, stopwatch } from '../../core/hr-time.js';
 import {
   evalScript,
   isCluster,
@@ -20,6 +22,7 @@ import {
   releaseLease,
   setEntries,
 } from '../scripts/index.js';
+import type { CacheL2Message } from '../types.js';
 
 /*
  * L2: entries in Redis, one hash per key (`{d: payload, e: expiresAt, t: tag versions}`), every
@@ -34,6 +37,8 @@ import {
  * Reads are batched: every read issued in one tick (until control returns to the event loop)
  * goes out as one script call per namespace, so 100 concurrent misses cost one round trip.
  */
+
+const l2Channel = channel('cache', 'l2');
 
 /** Key names of one namespace. */
 export class NamespaceKeys {
@@ -84,6 +89,8 @@ export interface WriteItem {
 
 /** Options of {@link RedisStore}. */
 export interface RedisStoreOptions {
+  /** The cache's (root) namespace, for diagnostics. */
+  readonly name: string;
   readonly clock: Clock;
   readonly timeout: number;
   /** Undefined for no breaker (`l2.breaker: false`). */
@@ -102,7 +109,9 @@ interface Batch {
 export class RedisStore {
   readonly redis: RedisConnection;
   readonly keyPrefix: string;
+  readonly #name: string;
   readonly #clock: Clock;
+  readonly #watch: Stopwatch;
   readonly #timeout: number;
   readonly #breaker: CircuitBreaker | undefined;
   readonly #binary: boolean;
@@ -119,7 +128,9 @@ export class RedisStore {
   constructor(redis: RedisConnection, options: RedisStoreOptions) {
     this.redis = redis;
     this.keyPrefix = keyPrefixOf(redis);
+    this.#name = options.name;
     this.#clock = options.clock;
+    this.#watch = stopwatch(options.clock);
     this.#timeout = options.timeout;
     this.#breaker = options.breaker;
     this.#binary = options.binary;
@@ -396,7 +407,7 @@ export class RedisStore {
   async clear(keys: NamespaceKeys): Promise<void> {
     const redis = this.redis;
     const nodes = isCluster(redis) ? redis.nodes('master') : [redis];
-    await this.#guarded(async () => {
+    await this.#guarded('clear', async () => {
       for (const node of nodes) {
         let cursor = '0';
         do {
@@ -430,7 +441,7 @@ export class RedisStore {
     onAbandoned?: (call: Promise<unknown>) => void,
   ): Promise<unknown> {
     let sent: Promise<unknown> | undefined;
-    const result = this.#guarded(() => {
+    const result = this.#guarded(script.name, () => {
       sent = evalScript(this.redis, script, args, numKeys ?? script.numberOfKeys, this.#binary);
       return withDeadline(sent, this.#timeout, this.#clock, `Redis ${script.name}`);
     });
@@ -441,18 +452,35 @@ export class RedisStore {
     });
   }
 
-  #guarded<T>(fn: () => Promise<T>): Promise<T> {
+  #guarded<T>(operation: string, fn: () => Promise<T>): Promise<T> {
     this.#calls++;
     if (isConnectionDown(this.redis.status)) {
       this.#failures++;
-      return Promise.reject(new CacheUnavailableError(new Error(`Redis connection is ${this.redis.status}`)));
+      const error = new Error(`Redis connection is ${this.redis.status}`);
+      if (l2Channel.hasSubscribers) this.#report(operation, 0, error);
+      return Promise.reject(new CacheUnavailableError(error));
     }
+    // Timed only while someone listens: a clock read per call is not free at 100k calls a second.
+    const start = l2Channel.hasSubscribers ? this.#watch() : -1;
     const call = this.#breaker === undefined ? fn() : this.#breaker.execute(fn);
-    return call.catch((error: unknown) => {
-      this.#failures++;
-      if ((error as { code?: unknown }).code === 'E_REDIS_TIMEOUT') this.#timeouts++;
-      throw new CacheUnavailableError(error);
-    });
+    return call.then(
+      (value) => {
+        if (start >= 0) this.#report(operation, this.#watch() - start, undefined);
+        return value;
+      },
+      (error: unknown) => {
+        this.#failures++;
+        if ((error as { code?: unknown }).code === 'E_REDIS_TIMEOUT') this.#timeouts++;
+        if (start >= 0) this.#report(operation, this.#watch() - start, error);
+        throw new CacheUnavailableError(error);
+      },
+    );
+  }
+
+  #report(operation: string, duration: number, error: unknown): void {
+    if (!l2Channel.hasSubscribers) return;
+    const message: CacheL2Message = { namespace: this.#name, operation, duration, error };
+    l2Channel.publish(message);
   }
 }
 

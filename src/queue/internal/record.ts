@@ -11,6 +11,14 @@ import type { BackoffOptions, JobOptions } from '../types.js';
  * A flat header of numbers (a split is cheaper than a JSON parse of an object), then the payload's
  * JSON, which never holds a raw newline. Everything a worker on another machine needs to run and
  * retry the job travels with it, so producers with different defaults can share a queue.
+ *
+ * When a subscriber of `buttress:queue:add` (a tracing bridge) gave the job headers, a ninth header
+ * field `h` says that a line of their JSON comes before the payload:
+ *
+ *   <createdAt>,...,<priority>,h\n<headers JSON>\n<payload JSON>
+ *
+ * so a job's trace context travels with it through any backend, and a job nobody traced carries
+ * nothing.
  */
 
 /** Highest priority number accepted (BullMQ's limit: priority * 2^32 + counter stays below 2^53). */
@@ -110,11 +118,33 @@ export function headerTail(o: ResolvedJobOptions): string {
   return `,${o.attempts},${o.backoffType},${o.backoffDelay},${o.maxDelay},${o.jitter},${o.timeout},${o.priority}\n`;
 }
 
+/** Most characters of headers kept with a job: trace context is a few hundred. */
+const MAX_HEADERS = 8192;
+
+/**
+ * `tail` (a {@link headerTail}) carrying `headers`, or `tail` itself when there are none to keep:
+ * only string values are kept, and nothing at all past {@link MAX_HEADERS} characters (headers are
+ * diagnostics; they never fail an add).
+ */
+export function withHeaders(tail: string, headers: Readonly<Record<string, unknown>>): string {
+  let kept: Record<string, string> | undefined;
+  for (const key in headers) {
+    const value = headers[key];
+    if (typeof value === 'string') (kept ??= {})[key] = value;
+  }
+  if (kept === undefined) return tail;
+  const json = JSON.stringify(kept);
+  if (json.length > MAX_HEADERS) return tail;
+  return `${tail.slice(0, -1)},h\n${json}\n`;
+}
+
 /** A record decoded by a worker. */
 export interface DecodedRecord {
   readonly createdAt: number;
   readonly options: ResolvedJobOptions;
   readonly payload: unknown;
+  /** Headers a subscriber of `buttress:queue:add` stored with the job, if any. */
+  readonly headers: Readonly<Record<string, string>> | undefined;
 }
 
 /** Decodes a record; throws a TypeError on a malformed one. */
@@ -122,7 +152,16 @@ export function decodeRecord(record: string): DecodedRecord {
   const nl = record.indexOf('\n');
   if (nl === -1) throw new TypeError('malformed job record');
   const h = record.slice(0, nl).split(',');
-  if (h.length !== 8) throw new TypeError('malformed job record header');
+  let start = nl + 1;
+  let headers: Record<string, string> | undefined;
+  if (h.length === 9 && h[8] === 'h') {
+    const end = record.indexOf('\n', start);
+    if (end === -1) throw new TypeError('malformed job record headers');
+    headers = parseHeaders(record.slice(start, end));
+    start = end + 1;
+  } else if (h.length !== 8) {
+    throw new TypeError('malformed job record header');
+  }
   return {
     createdAt: Number(h[0]),
     options: {
@@ -135,8 +174,23 @@ export function decodeRecord(record: string): DecodedRecord {
       timeout: Number(h[6]),
       priority: Number(h[7]),
     },
-    payload: JSON.parse(record.slice(nl + 1)),
+    payload: JSON.parse(record.slice(start)),
+    headers,
   };
+}
+
+/** Headers as stored; unreadable ones are dropped rather than failing the job. */
+function parseHeaders(json: string): Record<string, string> | undefined {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(json);
+  } catch {
+    return undefined;
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return undefined;
+  const out: Record<string, string> = {};
+  for (const [key, value] of Object.entries(parsed)) if (typeof value === 'string') out[key] = value;
+  return out;
 }
 
 /**
