@@ -192,6 +192,7 @@ class Core {
   staleFillsDropped = 0;
   leaseWaits = 0;
   coalesced = 0;
+  loadMisses = 0;
   earlyRefreshes = 0;
   corrupt = 0;
   degradedWrites = 0;
@@ -891,6 +892,8 @@ export class Cache {
       flight.ge = snap.ge;
     }
     if (flight.abandoned !== undefined) throw flight.abandoned;
+    // Neither layer had it, for a caller that asked (an early refresh had a fresh value).
+    if (refresh === undefined) c.loadMisses++;
     return this.#load(flight, key, l1Key, state, loader, lo, token, versions, degraded);
   }
 
@@ -1564,6 +1567,7 @@ export class Cache {
       staleFillsDropped: c.staleFillsDropped,
       leaseWaits: c.leaseWaits,
       coalesced: c.coalesced,
+      loadMisses: c.loadMisses,
       earlyRefreshes: c.earlyRefreshes,
       inflight: c.keys.size,
       l2: {

@@ -278,7 +278,13 @@ export interface CacheStats {
   };
   readonly l1Hits: number;
   readonly l2Hits: number;
+  /** get() and has() calls that found no fresh value (getOrSet's misses are `loadMisses`). */
   readonly misses: number;
+  /**
+   * getOrSet loads that found the key in neither layer and ran the loader: getOrSet's misses,
+   * counted once per load however many callers waited on it (early refreshes excluded).
+   */
+  readonly loadMisses: number;
   /** Graced (stale) values served. */
   readonly gracedHits: number;
   readonly loads: number;

@@ -1,5 +1,6 @@
 // The part of src/core that users see: errors, the Clock contract and durations.
 export { type Clock, systemClock, type Timer } from './clock.js';
+export type { LifecycleMessage, TracedMessage } from './diagnostics.js';
 export { type Duration, parseDuration } from './duration.js';
 export {
   AbortedError,
