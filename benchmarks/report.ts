@@ -172,7 +172,7 @@ export function renderChart(
     `<rect width="${WIDTH}" height="${height}" fill="#ffffff"/>`,
     `<text x="10" y="20" font-size="14" font-weight="bold">buttress benchmarks: ratio = ours / anchor (log scale; left of 1 = ours cheaper)</text>`,
     `<text x="10" y="38" fill="#555">${esc(
-      `${results.mode} run, ${results.date.slice(0, 10)}, node ${results.node}, ${results.cores} cores (${results.cpu ?? 'unknown cpu'}). Black tick: the row's floor; red: crossed.`,
+      `${results.mode} run, ${results.date.slice(0, 10)}, node ${results.node}, ${results.cores} cores (${results.cpu ?? 'unknown cpu'}). Black tick: the row's floor (its ratio must stay left of it; right of it for a share); red: crossed.`,
     )}</text>`,
   );
   // Axis grid.

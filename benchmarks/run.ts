@@ -10,6 +10,8 @@
  *                                      rows replace those cases in the report, the rest stay
  *   npm run bench -- --rounds 61       more rounds
  *   npm run bench -- --out DIR         write the report to DIR instead
+ *   npm run bench -- --render          run nothing: judge results.json again (after floors.ts
+ *                                      changed) and rewrite results.svg and the README report
  *
  * Exits non-zero when a bench throws (its sanity checks included), when a row crosses its floor,
  * and, in an unfiltered run, when a floor matches no row (a renamed case must take its floor
@@ -41,7 +43,7 @@ const filters: string[] = [];
 for (let i = 0; i < args.length; i++) {
   const a = args[i]!;
   if (a === '--rounds' || a === '--out') i++;
-  else if (a !== '--quick') filters.push(a.toLowerCase());
+  else if (a !== '--quick' && a !== '--render') filters.push(a.toLowerCase());
 }
 // Quick runs are for CI's gate: too few rounds to stand as the committed report.
 const outDir =
@@ -55,6 +57,18 @@ const sampleMs = quick ? 2 : 8;
 const warmupMs = quick ? 30 : 150;
 
 const fmt = (ns: number) => (ns >= 100 ? ns.toFixed(0) : ns.toFixed(1));
+const jsonFile = join(outDir, 'results.json');
+
+if (args.includes('--render')) {
+  const saved = JSON.parse(readFileSync(jsonFile, 'utf8')) as Results;
+  const verdict = judge(saved.rows, floors, saved.date);
+  const report = { ...saved, rows: verdict.rows };
+  writeReport(report);
+  // A saved report may lack cases (an old one, a partial one): say so, but only rows gate here.
+  for (const f of verdict.unmatched)
+    console.warn(`floors.ts: ${f.bench} / ${f.case} (${f.ours} vs ${f.anchor}) has no row in ${jsonFile}`);
+  process.exit(gate(verdict, false) ? 0 : 1);
+}
 
 const timings: CaseTimings[] = [];
 const rows: BenchRow[] = [];
@@ -137,8 +151,6 @@ const results: Results = {
   rows: verdict.rows,
   timings,
 };
-mkdirSync(outDir, { recursive: true });
-const jsonFile = join(outDir, 'results.json');
 let previous: Results | undefined;
 if (filters.length > 0 && existsSync(jsonFile)) {
   try {
@@ -149,41 +161,49 @@ if (filters.length > 0 && existsSync(jsonFile)) {
     previous = undefined;
   }
 }
-const report = merge(previous, results);
-writeFileSync(jsonFile, `${JSON.stringify(report, null, 2)}\n`);
-writeFileSync(join(outDir, 'results.svg'), renderChart(report));
-const readme = join(outDir, 'README.md');
-if (outDir === here)
-  writeFileSync(readme, spliceReadme(readFileSync(readme, 'utf8'), renderReadmeSection(report, floors)));
-const shown = (f: string) => relative(process.cwd(), f) || f;
-console.log(
-  `\nwrote ${shown(jsonFile)} and results.svg${outDir === here ? ' (and the report in README.md)' : ''} in ${((performance.now() - started) / 1000).toFixed(1)} s`,
-);
+writeReport(merge(previous, results));
+console.log(`in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+if (!gate(verdict, filters.length === 0)) process.exitCode = 1;
 
-// The gate.
-const problems: string[] = [];
-for (const r of verdict.crossed) {
-  const bound = r.floor!.max !== undefined ? `floor <= ${r.floor!.max}` : `floor >= ${r.floor!.min}`;
-  problems.push(`${r.bench} / ${r.case}: ${r.ours} vs ${r.anchor} = ${r.ratio} (${bound})`);
+/** Writes results.json, results.svg and, in benchmarks/, the README's generated section. */
+function writeReport(report: Results): void {
+  mkdirSync(outDir, { recursive: true });
+  writeFileSync(jsonFile, `${JSON.stringify(report, null, 2)}\n`);
+  writeFileSync(join(outDir, 'results.svg'), renderChart(report));
+  const readme = join(outDir, 'README.md');
+  if (outDir === here) {
+    writeFileSync(readme, spliceReadme(readFileSync(readme, 'utf8'), renderReadmeSection(report, floors)));
+  }
+  const shown = relative(process.cwd(), jsonFile) || jsonFile;
+  console.log(`\nwrote ${shown} and results.svg${outDir === here ? ', and the report in README.md' : ''}`);
 }
-for (const f of verdict.ambiguous) {
-  problems.push(
-    `floors.ts: the floor of ${f.bench} / ${f.case} (${f.ours} vs ${f.anchor}) is duplicated or has no bound`,
-  );
-}
-if (filters.length === 0) {
-  for (const f of verdict.unmatched) {
+
+/** Prints the floors' verdict; false when a row crossed its floor or the table is wrong. */
+function gate(verdict: ReturnType<typeof judge>, complete: boolean): boolean {
+  const problems: string[] = [];
+  for (const r of verdict.crossed) {
+    const bound = r.floor!.max !== undefined ? `floor <= ${r.floor!.max}` : `floor >= ${r.floor!.min}`;
+    problems.push(`${r.bench} / ${r.case}: ${r.ours} vs ${r.anchor} = ${r.ratio} (${bound})`);
+  }
+  for (const f of verdict.ambiguous) {
     problems.push(
-      `floors.ts: no row is ${f.bench} / ${f.case}: ${f.ours} vs ${f.anchor} (renamed? move its floor along)`,
+      `floors.ts: the floor of ${f.bench} / ${f.case} (${f.ours} vs ${f.anchor}) is duplicated or has no bound`,
     );
   }
-}
-const gated = verdict.rows.filter((r) => r.floor !== undefined).length;
-if (problems.length > 0) {
+  if (complete) {
+    for (const f of verdict.unmatched) {
+      problems.push(
+        `floors.ts: no row is ${f.bench} / ${f.case}: ${f.ours} vs ${f.anchor} (renamed? move its floor along)`,
+      );
+    }
+  }
+  const gated = verdict.rows.filter((r) => r.floor !== undefined).length;
+  if (problems.length === 0) {
+    console.log(`floors: all ${gated} gated rows within their floor`);
+    return true;
+  }
   console.error(
     `\nfloors: ${problems.length} problem(s), ${gated} rows gated:\n${problems.map((p) => `  - ${p}`).join('\n')}`,
   );
-  process.exitCode = 1;
-} else {
-  console.log(`floors: all ${gated} gated rows within their floor`);
+  return false;
 }
