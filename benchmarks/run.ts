@@ -1,5 +1,7 @@
 /**
- * Runs every `benchmarks/*.bench.ts`, prints each case's timings and a table of
+ * Runs every `benchmarks/*.bench.ts`, each in a process of its own (one per area: ours and the
+ * anchors measured side by side in it, and no area's garbage or JIT state leaking into the next),
+ * prints each case's timings and a table of
  * `ratio = ours / anchor`, judges every row against its floor (benchmarks/floors.ts), and writes
  * the report.
  *
@@ -13,10 +15,12 @@
  *   npm run bench -- --render          run nothing: judge results.json again (after floors.ts
  *                                      changed) and rewrite results.svg and the README report
  *
- * Exits non-zero when a bench throws (its sanity checks included), when a row crosses its floor,
+ * Exits non-zero when a bench throws (its sanity checks included; the other areas still run),
+ * when a row crosses its floor,
  * and, in an unfiltered run, when a floor matches no row (a renamed case must take its floor
  * along). A missed goal is printed; only the floors gate.
  */
+import { fork } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
@@ -42,7 +46,7 @@ const outArg = args.indexOf('--out');
 const filters: string[] = [];
 for (let i = 0; i < args.length; i++) {
   const a = args[i]!;
-  if (a === '--rounds' || a === '--out') i++;
+  if (a === '--rounds' || a === '--out' || a === '--area') i++;
   else if (a !== '--quick' && a !== '--render') filters.push(a.toLowerCase());
 }
 // Quick runs are for CI's gate: too few rounds to stand as the committed report.
@@ -77,13 +81,64 @@ const files = readdirSync(here)
   .filter((f) => f.endsWith('.bench.ts'))
   .sort();
 
-console.log(
-  `buttress benchmarks: ${quick ? 'quick' : 'full'}, ${rounds} rounds, ${sampleMs} ms samples, ` +
-    `node ${process.version}, ${availableParallelism()} cores (${cpus()[0]?.model.trim() ?? 'unknown cpu'})`,
-);
+/** What an area's process sends back. */
+interface AreaResult {
+  rows: BenchRow[];
+  timings: CaseTimings[];
+}
 
-for (const file of files) {
+/** Areas whose process failed: the run is then partial, like a filtered one. */
+const failed: string[] = [];
+
+const areaArg = args.indexOf('--area');
+if (areaArg >= 0) {
+  // An area's own process (forked below): run one bench module, send its rows to the parent.
+  const file = args[areaArg + 1]!;
+  const result = await runArea(file);
+  process.send!(result, () => process.exit(0));
+} else {
+  console.log(
+    `buttress benchmarks: ${quick ? 'quick' : 'full'}, ${rounds} rounds, ${sampleMs} ms samples, ` +
+      `node ${process.version}, ${availableParallelism()} cores (${cpus()[0]?.model.trim() ?? 'unknown cpu'}), one process per area`,
+  );
+  for (const file of files) {
+    try {
+      const result = await forkArea(file);
+      rows.push(...result.rows);
+      timings.push(...result.timings);
+    } catch (error) {
+      failed.push(`${file}: ${(error as Error).message}`);
+    }
+  }
+  if (failed.length > 0) {
+    console.error(`\n${failed.length} area(s) failed:\n${failed.map((f) => `  - ${f}`).join('\n')}`);
+    process.exitCode = 1;
+  }
+  await report();
+}
+
+/** Runs `file` in a child process with the same flags (tsx's loader included) and this run's arguments. */
+function forkArea(file: string): Promise<AreaResult> {
+  return new Promise((resolvePromise, reject) => {
+    const child = fork(fileURLToPath(import.meta.url), [...args, '--area', file], {
+      execArgv: process.execArgv,
+      stdio: 'inherit',
+    });
+    let result: AreaResult | undefined;
+    child.on('message', (m) => {
+      result = m as AreaResult;
+    });
+    child.on('error', reject);
+    child.on('exit', (code, signal) => {
+      if (result !== undefined && code === 0) resolvePromise(result);
+      else reject(new Error(`exited with ${signal ?? `code ${code}`}`));
+    });
+  });
+}
+
+async function runArea(file: string): Promise<AreaResult> {
   const bench = ((await import(pathToFileURL(join(here, file)).href)) as { default: Bench }).default;
+  const recorded: CaseTimings[] = [];
   const context: BenchContext = {
     quick,
     rounds,
@@ -92,7 +147,7 @@ for (const file of files) {
     selected: (name) =>
       filters.length === 0 || filters.some((f) => `${bench.name} ${name}`.toLowerCase().includes(f)),
     record(t) {
-      timings.push(t);
+      recorded.push(t);
       const names = Object.keys(t.median_ns);
       console.log(`\n${t.bench} / ${t.case}  (median ns per call, interquartile range, calls per sample)`);
       console.log(
@@ -103,67 +158,73 @@ for (const file of files) {
       );
     },
   };
-  rows.push(...(await bench.run(context)));
+  return { rows: await bench.run(context), timings: recorded };
 }
 
-if (rows.length === 0) {
-  console.log(`\nno case matched ${filters.map((f) => `"${f}"`).join(', ')}; results.json left as it was`);
-  process.exit(0);
-}
-
-const measuredAt = new Date().toISOString();
-const verdict = judge(rows, floors, measuredAt);
-const mark = (r: (typeof verdict.rows)[number]): string => {
-  if (r.floor === undefined) return '';
-  const bound = r.floor.max !== undefined ? `<= ${r.floor.max}` : `>= ${r.floor.min}`;
-  return `${bound} ${r.pass ? 'ok' : 'CROSSED'}`;
-};
-
-console.log('\nratio = ours / anchor (lower is better for ours; overheads are above a bare await)\n');
-console.log(
-  table(
-    ['bench', 'case', 'ours', 'ns', 'anchor', 'ns', 'ratio', 'goal', 'floor'],
-    verdict.rows.map((r) => [
-      r.bench,
-      r.case,
-      r.ours,
-      fmt(r.ours_ns),
-      r.anchor,
-      fmt(r.anchor_ns),
-      r.ratio.toFixed(2),
-      r.goal === undefined ? '' : `<= ${r.goal} ${withinFloor(r.ratio, { max: r.goal }) ? 'met' : 'MISSED'}`,
-      mark(r),
-    ]),
-    'lllrlrrll',
-  ),
-);
-
-const results: Results = {
-  date: measuredAt,
-  mode: quick ? 'quick' : 'full',
-  filters,
-  node: process.version,
-  platform: `${process.platform} ${process.arch}`,
-  cores: availableParallelism(),
-  cpu: cpus()[0]?.model.trim(),
-  rounds,
-  sampleMs,
-  rows: verdict.rows,
-  timings,
-};
-let previous: Results | undefined;
-if (filters.length > 0 && existsSync(jsonFile)) {
-  try {
-    previous = JSON.parse(readFileSync(jsonFile, 'utf8')) as Results;
-    // A report written before rows carried their floor and date: judge its rows again.
-    previous.rows = judge(previous.rows, floors, previous.date).rows;
-  } catch {
-    previous = undefined;
+async function report(): Promise<void> {
+  if (rows.length === 0) {
+    console.log(`\nno case matched ${filters.map((f) => `"${f}"`).join(', ')}; results.json left as it was`);
+    return;
   }
+
+  const measuredAt = new Date().toISOString();
+  const verdict = judge(rows, floors, measuredAt);
+  const mark = (r: (typeof verdict.rows)[number]): string => {
+    if (r.floor === undefined) return '';
+    const bound = r.floor.max !== undefined ? `<= ${r.floor.max}` : `>= ${r.floor.min}`;
+    return `${bound} ${r.pass ? 'ok' : 'CROSSED'}`;
+  };
+
+  console.log('\nratio = ours / anchor (lower is better for ours; overheads are above a bare await)\n');
+  console.log(
+    table(
+      ['bench', 'case', 'ours', 'ns', 'anchor', 'ns', 'ratio', 'goal', 'floor'],
+      verdict.rows.map((r) => [
+        r.bench,
+        r.case,
+        r.ours,
+        fmt(r.ours_ns),
+        r.anchor,
+        fmt(r.anchor_ns),
+        r.ratio.toFixed(2),
+        r.goal === undefined
+          ? ''
+          : `<= ${r.goal} ${withinFloor(r.ratio, { max: r.goal }) ? 'met' : 'MISSED'}`,
+        mark(r),
+      ]),
+      'lllrlrrll',
+    ),
+  );
+
+  const results: Results = {
+    date: measuredAt,
+    mode: quick ? 'quick' : 'full',
+    filters,
+    node: process.version,
+    platform: `${process.platform} ${process.arch}`,
+    cores: availableParallelism(),
+    cpu: cpus()[0]?.model.trim(),
+    rounds,
+    sampleMs,
+    rows: verdict.rows,
+    timings,
+  };
+  // A filtered run, or one where an area failed, keeps the other cases of the last report.
+  const partial = filters.length > 0 || failed.length > 0;
+  let previous: Results | undefined;
+  if (partial && existsSync(jsonFile)) {
+    try {
+      previous = JSON.parse(readFileSync(jsonFile, 'utf8')) as Results;
+      // A report written before rows carried their floor and date: judge its rows again.
+      previous.rows = judge(previous.rows, floors, previous.date).rows;
+    } catch {
+      previous = undefined;
+    }
+  }
+  writeReport(merge(previous, results));
+  console.log(`in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+  if (!gate(verdict, !partial)) process.exitCode = 1;
 }
-writeReport(merge(previous, results));
-console.log(`in ${((performance.now() - started) / 1000).toFixed(1)} s`);
-if (!gate(verdict, filters.length === 0)) process.exitCode = 1;
 
 /** Writes results.json, results.svg and, in benchmarks/, the README's generated section. */
 function writeReport(report: Results): void {
