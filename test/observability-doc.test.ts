@@ -14,7 +14,9 @@ const otelDoc = readFileSync(join(root, 'docs/otel.md'), 'utf8');
 
 function documented(): Map<string, string> {
   const rows = new Map<string, string>();
-  for (const m of catalogue.matchAll(/^\| `(buttress:[a-z0-9-]+:[a-z0-9-]+)` \| (event|traced|lifecycle) \|/gm)) {
+  for (const m of catalogue.matchAll(
+    /^\| `(buttress:[a-z0-9-]+:[a-z0-9-]+)` \| (event|traced|lifecycle) \|/gm,
+  )) {
     rows.set(m[1]!, m[2]!);
   }
   return rows;
@@ -48,7 +50,9 @@ describe('docs/otel.md', () => {
   const instruments = new Set<string>();
   for (const file of readdirSync(dir).filter((f) => f.endsWith('.ts') && !f.includes('.test'))) {
     const text = readFileSync(join(dir, file), 'utf8');
-    for (const m of text.matchAll(/create(?:Observable)?(?:Counter|Gauge|Histogram|UpDownCounter)\(\s*'([a-z0-9_.]+)'/g)) {
+    for (const m of text.matchAll(
+      /create(?:Observable)?(?:Counter|Gauge|Histogram|UpDownCounter)\(\s*'([a-z0-9_.]+)'/g,
+    )) {
       instruments.add(m[1]!);
     }
   }

@@ -19,14 +19,22 @@ interface Series {
   readonly attributes: Attributes;
 }
 
-/** Objects of one kind, held weakly, with their last reported totals. */
+/**
+ * Objects of one kind, held weakly, with their last reported totals. A closed object is held until
+ * the next collection has read it once more (so what it counted after the previous collection is
+ * not lost), then retired.
+ */
 export class Tracked<T extends object> {
   readonly #refs = new Set<WeakRef<T>>();
   readonly #index = new WeakMap<T, WeakRef<T>>();
+  /** Objects closed since the last collection: read once more, then retired. */
+  readonly #closing = new Map<WeakRef<T>, T>();
   /** The totals each live object reported last, by series key. */
   readonly #last = new Map<WeakRef<T>, Map<string, number>>();
   /** Totals of objects that went away, by series key. */
   readonly #retired = new Map<string, number>();
+  /** Totals of objects retired during this collection, which already reported them: added after it. */
+  readonly #pending = new Map<string, number>();
   readonly #series = new Map<string, Series>();
 
   /** Starts tracking `instance` (again, if it was known: no-op). */
@@ -37,12 +45,13 @@ export class Tracked<T extends object> {
     this.#refs.add(ref);
   }
 
-  /** Stops tracking `instance`, keeping its last totals. */
+  /** Stops tracking `instance` after the next collection, which reads it a last time. */
   delete(instance: T): void {
     const ref = this.#index.get(instance);
     if (ref === undefined) return;
     this.#index.delete(instance);
-    this.#retire(ref);
+    this.#refs.delete(ref);
+    this.#closing.set(ref, instance);
   }
 
   /** Whether `instance` is tracked. */
@@ -50,27 +59,29 @@ export class Tracked<T extends object> {
     return this.#index.has(instance);
   }
 
-  /** Number of live objects (collected ones are dropped first). */
-  get size(): number {
-    for (const _ of this.live()) {
-      // walking retires the dead
-    }
-    return this.#refs.size;
-  }
-
-  /** Each live object, with its ref (to record totals against); collected ones are retired on the way. */
-  *live(): Generator<[WeakRef<T>, T]> {
+  /**
+   * Each object to read: the live ones (collected ones are retired on the way), then the ones
+   * closed since the last collection (`open` false), which are retired once the walk is done.
+   * Yields its ref, to record totals against.
+   */
+  *live(): Generator<[ref: WeakRef<T>, instance: T, open: boolean]> {
     for (const ref of [...this.#refs]) {
       const instance = ref.deref();
       if (instance === undefined) this.#retire(ref);
-      else yield [ref, instance];
+      else yield [ref, instance, true];
+    }
+    const closing = [...this.#closing];
+    for (const [ref, instance] of closing) yield [ref, instance, false];
+    for (const [ref] of closing) {
+      this.#closing.delete(ref);
+      this.#retire(ref, this.#pending);
     }
   }
 
-  #retire(ref: WeakRef<T>): void {
+  #retire(ref: WeakRef<T>, into: Map<string, number> = this.#retired): void {
     const last = this.#last.get(ref);
     if (last !== undefined) {
-      for (const [key, value] of last) this.#retired.set(key, (this.#retired.get(key) ?? 0) + value);
+      for (const [key, value] of last) into.set(key, (into.get(key) ?? 0) + value);
     }
     this.#last.delete(ref);
     this.#refs.delete(ref);
@@ -87,10 +98,15 @@ export class Tracked<T extends object> {
     last.set(key, value);
   }
 
-  /** @internal The retired totals, to add to a collection. */
+  /**
+   * @internal The retired totals, to add to the collection ending now; those of objects retired
+   * during it count from the next one on (this one read them live).
+   */
   _retired(): Iterable<[string, Series, number]> {
     const out: [string, Series, number][] = [];
     for (const [key, value] of this.#retired) out.push([key, this.#series.get(key)!, value]);
+    for (const [key, value] of this.#pending) this.#retired.set(key, (this.#retired.get(key) ?? 0) + value);
+    this.#pending.clear();
     return out;
   }
 }

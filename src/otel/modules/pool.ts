@@ -75,10 +75,11 @@ export const poolBridge: ModuleBridge = {
     bridge.observeBatch(
       [connections, max, pending, timeouts, rejected, lag, healthy, ejected, routed, fallbacks, failovers],
       (o) => {
-        for (const [ref, cluster] of clusters.live()) {
+        for (const [ref, cluster, open] of clusters.live()) {
           const s = cluster.stats();
-          if (s.closed) continue;
-          for (const node of [s.primary, ...s.replicas]) observeNode(o, clusters, ref, s.name, node);
+          // An ended cluster is read once more for its totals; its gauges are no longer true.
+          const live = open && !s.closed;
+          for (const node of [s.primary, ...s.replicas]) observeNode(o, clusters, ref, s.name, node, live);
           const c = { [CLUSTER]: s.name };
           const r = s.routing;
           const route = (name: string) => ({ ...c, 'buttress.pool.route': name });
@@ -103,6 +104,7 @@ export const poolBridge: ModuleBridge = {
           ref: WeakRef<PgCluster>,
           cluster: string,
           node: PgNodeStats,
+          live: boolean,
         ): void {
           const attrs = {
             [POOL]: poolName(cluster, node.name),
@@ -110,13 +112,14 @@ export const poolBridge: ModuleBridge = {
             [NODE]: node.name,
             'buttress.pool.role': node.role,
           };
+          obs.total(set, ref, timeouts, attrs, node.timeouts);
+          obs.total(set, ref, rejected, attrs, node.rejectedFull);
+          if (!live) return;
           obs.gauge(connections, { ...attrs, 'db.client.connection.state': 'idle' }, node.idle);
           obs.gauge(connections, { ...attrs, 'db.client.connection.state': 'used' }, node.total - node.idle);
           obs.gauge(max, attrs, node.max);
           obs.gauge(pending, attrs, node.waiting);
           obs.gauge(healthy, attrs, node.healthy ? 1 : 0);
-          obs.total(set, ref, timeouts, attrs, node.timeouts);
-          obs.total(set, ref, rejected, attrs, node.rejectedFull);
           if (node.role === 'replica') {
             obs.gauge(ejected, attrs, node.ejected ? 1 : 0);
             if (node.lagMs !== undefined) obs.gauge(lag, attrs, node.lagMs / 1000);
