@@ -169,6 +169,7 @@ export function renderChart(
   const out: string[] = [];
   out.push(
     `<svg xmlns="http://www.w3.org/2000/svg" width="${WIDTH}" height="${height}" viewBox="0 0 ${WIDTH} ${height}" font-family="-apple-system, Segoe UI, Helvetica, Arial, sans-serif" font-size="11">`,
+    '<title>buttress benchmarks: ratio = ours / anchor for every row, with its floor</title>',
     `<rect width="${WIDTH}" height="${height}" fill="#ffffff"/>`,
     `<text x="10" y="20" font-size="14" font-weight="bold">buttress benchmarks: ratio = ours / anchor (log scale; left of 1 = ours cheaper)</text>`,
     `<text x="10" y="38" fill="#555">${esc(
