@@ -118,6 +118,29 @@ export function merge(previous: Results | undefined, next: Results): Results {
   };
 }
 
+/** `list` with the cases `fresh` holds replaced by `fresh`'s items, in `list`'s order. */
+export function replaceCases<T extends { bench: string; case: string }>(
+  list: readonly T[],
+  fresh: readonly T[],
+): T[] {
+  const byCase = new Map<string, T[]>();
+  for (const item of fresh) {
+    const key = caseKey(item);
+    byCase.set(key, [...(byCase.get(key) ?? []), item]);
+  }
+  const out: T[] = [];
+  for (const item of list) {
+    const key = caseKey(item);
+    const replacement = byCase.get(key);
+    if (replacement === undefined) out.push(item);
+    else if (replacement.length > 0) {
+      out.push(...replacement);
+      byCase.set(key, []);
+    }
+  }
+  return out;
+}
+
 // ---------------------------------------------------------------------------------------------
 // The chart
 

@@ -12,11 +12,13 @@
  *                                      rows replace those cases in the report, the rest stay
  *   npm run bench -- --rounds 61       more rounds
  *   npm run bench -- --out DIR         write the report to DIR instead
+ *   npm run bench -- --retries N       re-measure a crossing row's case up to N times (default 2)
  *   npm run bench -- --render          run nothing: judge results.json again (after floors.ts
  *                                      changed) and rewrite results.svg and the README report
  *
  * Exits non-zero when a bench throws (its sanity checks included; the other areas still run),
- * when a row crosses its floor,
+ * when a row crosses its floor in its first measurement and in every re-measurement of its case
+ * (a regression crosses each time; a burst of load from another process rarely does twice),
  * and, in an unfiltered run, when a floor matches no row (a renamed case must take its floor
  * along). A missed goal is printed; only the floors gate.
  */
@@ -28,11 +30,13 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { floors } from './floors.js';
 import { type Bench, type BenchContext, type BenchRow, type CaseTimings, table } from './harness.js';
 import {
+  caseKey,
   judge,
   merge,
   type Results,
   renderChart,
   renderReadmeSection,
+  replaceCases,
   spliceReadme,
   withinFloor,
 } from './report.js';
@@ -46,8 +50,19 @@ const outArg = args.indexOf('--out');
 const filters: string[] = [];
 for (let i = 0; i < args.length; i++) {
   const a = args[i]!;
-  if (a === '--rounds' || a === '--out' || a === '--area') i++;
+  if (a === '--rounds' || a === '--out' || a === '--area' || a === '--retries') i++;
   else if (a !== '--quick' && a !== '--render') filters.push(a.toLowerCase());
+}
+/** The arguments that are not filters, passed on to each area's process. */
+const flagArgs = args.filter(
+  (a, i) =>
+    !filters.includes(a.toLowerCase()) || ['--rounds', '--out', '--retries'].includes(args[i - 1] ?? ''),
+);
+const retriesArg = args.indexOf('--retries');
+const retries = retriesArg >= 0 ? Number(args[retriesArg + 1]) : 2;
+if (!Number.isInteger(retries) || retries < 0) {
+  console.error(`--retries expects a whole number, got ${args[retriesArg + 1]}`);
+  process.exit(2);
 }
 // Quick runs are for CI's gate: too few rounds to stand as the committed report.
 const outDir =
@@ -101,15 +116,19 @@ if (areaArg >= 0) {
     `buttress benchmarks: ${quick ? 'quick' : 'full'}, ${rounds} rounds, ${sampleMs} ms samples, ` +
       `node ${process.version}, ${availableParallelism()} cores (${cpus()[0]?.model.trim() ?? 'unknown cpu'}), one process per area`,
   );
+  /** Which file measured which bench, for re-measuring a case. */
+  const fileOf = new Map<string, string>();
   for (const file of files) {
     try {
-      const result = await forkArea(file);
+      const result = await forkArea(file, filters);
+      for (const r of result.rows) fileOf.set(r.bench, file);
       rows.push(...result.rows);
       timings.push(...result.timings);
     } catch (error) {
       failed.push(`${file}: ${(error as Error).message}`);
     }
   }
+  await remeasureCrossings(fileOf);
   if (failed.length > 0) {
     console.error(`\n${failed.length} area(s) failed:\n${failed.map((f) => `  - ${f}`).join('\n')}`);
     process.exitCode = 1;
@@ -117,10 +136,44 @@ if (areaArg >= 0) {
   await report();
 }
 
-/** Runs `file` in a child process with the same flags (tsx's loader included) and this run's arguments. */
-function forkArea(file: string): Promise<AreaResult> {
+/**
+ * Measures again, up to `retries` times, the cases of rows that crossed their floor, and keeps the
+ * latest measurement of each: a row fails the run only if it crossed every time.
+ */
+async function remeasureCrossings(fileOf: ReadonlyMap<string, string>): Promise<void> {
+  for (let attempt = 1; attempt <= retries; attempt++) {
+    const crossed = judge(rows, floors, '').crossed;
+    if (crossed.length === 0) return;
+    const cases = new Map<string, { bench: string; case: string }>();
+    for (const r of crossed) cases.set(caseKey(r), { bench: r.bench, case: r.case });
+    console.log(
+      `\nfloors: ${crossed.length} row(s) crossed (${[...cases.values()].map((c) => `${c.bench} / ${c.case}`).join('; ')}): measuring again, attempt ${attempt} of ${retries}, to tell a regression from noise`,
+    );
+    for (const [bench, file] of fileOf) {
+      const mine = [...cases.values()].filter((c) => c.bench === bench);
+      if (mine.length === 0) continue;
+      let result: AreaResult;
+      try {
+        result = await forkArea(
+          file,
+          mine.map((c) => `${c.bench} ${c.case}`.toLowerCase()),
+        );
+      } catch (error) {
+        failed.push(`${file} (measuring again): ${(error as Error).message}`);
+        continue;
+      }
+      // Replace only the cases that came back (one the filter could not select keeps its rows),
+      // each where it stood.
+      rows.splice(0, rows.length, ...replaceCases(rows, result.rows));
+      timings.splice(0, timings.length, ...replaceCases(timings, result.timings));
+    }
+  }
+}
+
+/** Runs `file` in a child process with the same flags (tsx's loader included) and `filterList`. */
+function forkArea(file: string, filterList: readonly string[]): Promise<AreaResult> {
   return new Promise((resolvePromise, reject) => {
-    const child = fork(fileURLToPath(import.meta.url), [...args, '--area', file], {
+    const child = fork(fileURLToPath(import.meta.url), [...flagArgs, ...filterList, '--area', file], {
       execArgv: process.execArgv,
       stdio: 'inherit',
     });

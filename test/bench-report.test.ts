@@ -12,6 +12,7 @@ import {
   type Results,
   renderChart,
   renderReadmeSection,
+  replaceCases,
   rowKey,
   spliceReadme,
   withinFloor,
@@ -163,6 +164,42 @@ describe('merge', () => {
       const measuredNow = after.some(([b, c]) => b === r.bench && c === r.case);
       expect(r.ratio).toBe(measuredNow ? 2 : 1);
     }
+  });
+});
+
+describe('replaceCases', () => {
+  it('puts a re-measured case where it stood and leaves the others alone', () => {
+    const list = [
+      benchRow('a', 'x', 1),
+      benchRow('a', 'y', 1),
+      benchRow('a', 'y', 1, 'buttress', 'b'),
+      benchRow('b', 'z', 1),
+    ];
+    const fresh = [benchRow('a', 'y', 2), benchRow('a', 'y', 2, 'buttress', 'b')];
+    expect(replaceCases(list, fresh).map((r) => [r.case, r.anchor, r.ratio])).toEqual([
+      ['x', 'anchor', 1],
+      ['y', 'anchor', 2],
+      ['y', 'b', 2],
+      ['z', 'anchor', 1],
+    ]);
+  });
+
+  test.prop([
+    fc.array(fc.tuple(fc.constantFrom('a', 'b'), fc.constantFrom('x', 'y', 'z')), { maxLength: 12 }),
+    fc.array(fc.tuple(fc.constantFrom('a', 'b'), fc.constantFrom('x', 'y', 'z')), { maxLength: 6 }),
+  ])('a case found in both comes out as fresh measured it, every other case as it was', (before, again) => {
+    const list = before.map(([b, c]) => benchRow(b, c, 1));
+    const fresh = again.map(([b, c]) => benchRow(b, c, 2));
+    const out = replaceCases(list, fresh);
+    const key = (r: BenchRow) => `${r.bench}/${r.case}`;
+    const freshKeys = new Set(fresh.map(key));
+    for (const k of new Set(list.map(key))) {
+      const got = out.filter((r) => key(r) === k);
+      if (freshKeys.has(k)) expect(got).toEqual(fresh.filter((r) => key(r) === k));
+      else expect(got).toEqual(list.filter((r) => key(r) === k));
+    }
+    // Nothing appears that was not measured before (a re-measurement only replaces).
+    expect(out.every((r) => list.some((l) => key(l) === key(r)))).toBe(true);
   });
 });
 
