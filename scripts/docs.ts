@@ -104,6 +104,7 @@ const app = await Application.bootstrapWithPlugins({
   excludeProtected: true,
   disableSources: true,
   headings: { readme: false, document: false },
+  markdownItLoader: keepCodeInHeadings,
   githubPages: false,
   groupOrder: GROUP_ORDER,
   navigation: { includeGroups: true, includeCategories: false, includeFolders: true },
@@ -163,6 +164,44 @@ console.log(
   `docs: ${links.pages} pages in ${relative(process.cwd(), out) || out}, ${links.checked} relative links and anchors checked, ${links.problems.length} broken`,
 );
 if (links.problems.length > 0) process.exit(1);
+
+/**
+ * TypeDoc builds a heading's id and its "On this page" entry from the heading's text tokens only,
+ * so `## \`bulkhead(options)\`` would get an empty entry and an id no GitHub link uses. Giving each
+ * inline code span of a heading a text child (its renderer ignores children) makes TypeDoc see the
+ * same text GitHub does, so `#bulkheadoptions` works on both.
+ */
+function keepCodeInHeadings(parser: unknown): void {
+  interface Token {
+    type: string;
+    content: string;
+    children: Token[] | null;
+  }
+  const md = parser as {
+    core: {
+      ruler: {
+        push(
+          name: string,
+          rule: (state: {
+            tokens: Token[];
+            Token: new (type: string, tag: string, nesting: number) => Token;
+          }) => void,
+        ): void;
+      };
+    };
+  };
+  md.core.ruler.push('buttress_heading_code', (state) => {
+    for (let i = 0; i + 1 < state.tokens.length; i++) {
+      if (state.tokens[i]!.type !== 'heading_open') continue;
+      for (const child of state.tokens[i + 1]!.children ?? []) {
+        if (child.type !== 'code_inline' || child.children !== null) continue;
+        const text = new state.Token('text', '', 0);
+        text.content = child.content;
+        child.children = [text];
+      }
+    }
+  });
+}
 
 function commonDir(dirs: readonly string[]): string {
   let common = dirs[0]!;
