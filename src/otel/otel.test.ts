@@ -7,7 +7,7 @@ import { createCache } from '../cache/index.js';
 import { createPgCluster } from '../pool/index.js';
 import { FakePoolClass, FakeServer } from '../pool/internal/fake-pg.test-util.js';
 import { createQueue, memoryBackend } from '../queue/index.js';
-import { hedge, retry, retryBudget, timeout } from '../retry/index.js';
+import { adaptiveThrottle, hedge, retry, retryBudget, timeout } from '../retry/index.js';
 import { FakeClock } from '../testing/fake-clock.js';
 import { type Instrumentation, instrument } from './index.js';
 import { dropContextManager, parentOf, Telemetry, useContextManager } from './otel.test-util.js';
@@ -372,6 +372,10 @@ describe('retry', () => {
         'buttress.timeout.strategy': 'aggressive',
       }),
     ).toBe(1);
+
+    const throttle = adaptiveThrottle({ name: 'backend', clock, random: () => 0 });
+    for (let i = 0; i < 5; i++) await throttle.execute(() => Promise.reject(new Error('503'))).catch(() => {});
+    expect(await t.value('buttress.throttle.rejections', { 'buttress.throttle.name': 'backend' })).toBeGreaterThan(0);
   });
 });
 

@@ -460,22 +460,30 @@ export class RedisStore {
       if (l2Channel.hasSubscribers) this.#report(operation, 0, error);
       return Promise.reject(new CacheUnavailableError(error));
     }
+    if (!l2Channel.hasSubscribers) {
+      return (this.#breaker === undefined ? fn() : this.#breaker.execute(fn)).catch(this.#failed);
+    }
     // Timed only while someone listens: a clock read per call is not free at 100k calls a second.
-    const start = l2Channel.hasSubscribers ? this.#watch() : -1;
+    const start = this.#watch();
     const call = this.#breaker === undefined ? fn() : this.#breaker.execute(fn);
     return call.then(
       (value) => {
-        if (start >= 0) this.#report(operation, this.#watch() - start, undefined);
+        this.#report(operation, this.#watch() - start, undefined);
         return value;
       },
       (error: unknown) => {
-        this.#failures++;
-        if ((error as { code?: unknown }).code === 'E_REDIS_TIMEOUT') this.#timeouts++;
-        if (start >= 0) this.#report(operation, this.#watch() - start, error);
-        throw new CacheUnavailableError(error);
+        this.#report(operation, this.#watch() - start, error);
+        return this.#failed(error);
       },
     );
   }
+
+  /** Counts a failed call and rethrows it as `E_CACHE_UNAVAILABLE`; bound once, not per call. */
+  readonly #failed = (error: unknown): never => {
+    this.#failures++;
+    if ((error as { code?: unknown }).code === 'E_REDIS_TIMEOUT') this.#timeouts++;
+    throw new CacheUnavailableError(error);
+  };
 
   #report(operation: string, duration: number, error: unknown): void {
     if (!l2Channel.hasSubscribers) return;

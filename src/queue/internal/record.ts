@@ -127,13 +127,10 @@ const MAX_HEADERS = 8192;
  * diagnostics; they never fail an add).
  */
 export function withHeaders(tail: string, headers: Readonly<Record<string, unknown>>): string {
-  let kept: Record<string, string> | undefined;
-  for (const key in headers) {
-    const value = headers[key];
-    if (typeof value === 'string') (kept ??= {})[key] = value;
-  }
-  if (kept === undefined) return tail;
-  const json = JSON.stringify(kept);
+  // Entries, not assignments: a key such as `__proto__` stays a key (and sets no prototype).
+  const kept = Object.entries(headers).filter((e): e is [string, string] => typeof e[1] === 'string');
+  if (kept.length === 0) return tail;
+  const json = JSON.stringify(Object.fromEntries(kept));
   if (json.length > MAX_HEADERS) return tail;
   return `${tail.slice(0, -1)},h\n${json}\n`;
 }
@@ -188,9 +185,7 @@ function parseHeaders(json: string): Record<string, string> | undefined {
     return undefined;
   }
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return undefined;
-  const out: Record<string, string> = {};
-  for (const [key, value] of Object.entries(parsed)) if (typeof value === 'string') out[key] = value;
-  return out;
+  return Object.fromEntries(Object.entries(parsed).filter((e): e is [string, string] => typeof e[1] === 'string'));
 }
 
 /**
