@@ -12,10 +12,11 @@
  *
  * The API reference follows tsup.config.ts `entries`, the list of public subpaths the build
  * ships: a module added there (the shard router, an adapter) is documented without touching this
- * file, named `buttress/<subpath>`. Guide pages are every `docs/*.md`; the table below only
- * titles and groups them in the sidebar (a page missing from it lands in "Guides").
+ * file, named `buttress/<subpath>`. Guide pages are every `docs/*.md`; the table below titles and
+ * groups them in the sidebar. A page missing from it lands in "Guides", titled by its first
+ * heading, and `docs/<subpath>.md` is taken as the guide of `buttress/<subpath>`.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Application, Comment, Converter, type DocumentReflection, LogLevel, ReflectionKind } from 'typedoc';
@@ -30,20 +31,19 @@ const preview = args.includes('--preview');
 
 /**
  * Sidebar title and group of each page, by file name (the order of the groups is `GROUP_ORDER`),
- * and the module whose API page links to it. A page of an adapter or module to come can be added
- * here; until it is, it lands in "Guides" under its file name.
+ * and, where it is not `docs/<subpath>.md`, the module whose API page links to it.
  */
 const PAGES: Record<string, { title: string; group: string; module?: string }> = {
-  cache: { module: 'buttress/cache', title: 'Cache', group: 'Guides' },
-  breaker: { module: 'buttress/breaker', title: 'Circuit breakers', group: 'Guides' },
-  bulkhead: { module: 'buttress/bulkhead', title: 'Bulkheads and limiters', group: 'Guides' },
-  retry: { module: 'buttress/retry', title: 'Retry and timeouts', group: 'Guides' },
-  pool: { module: 'buttress/pool', title: 'PostgreSQL cluster', group: 'Guides' },
-  queue: { module: 'buttress/queue', title: 'Job queue', group: 'Guides' },
-  otel: { module: 'buttress/otel', title: 'OpenTelemetry', group: 'Observability' },
+  cache: { title: 'Cache', group: 'Guides' },
+  breaker: { title: 'Circuit breakers', group: 'Guides' },
+  bulkhead: { title: 'Bulkheads and limiters', group: 'Guides' },
+  retry: { title: 'Retry and timeouts', group: 'Guides' },
+  pool: { title: 'PostgreSQL cluster', group: 'Guides' },
+  queue: { title: 'Job queue', group: 'Guides' },
+  otel: { title: 'OpenTelemetry', group: 'Observability' },
   observability: { title: 'Diagnostics channels', group: 'Observability' },
   errors: { module: 'buttress', title: 'Errors', group: 'Reference' },
-  testing: { module: 'buttress/testing', title: 'Testing', group: 'Reference' },
+  testing: { title: 'Testing', group: 'Reference' },
   extending: { title: 'Extending', group: 'Reference' },
   'migrating-from-cockatiel': { title: 'Moving from cockatiel', group: 'Migration' },
   'migrating-from-opossum': { title: 'Moving from opossum', group: 'Migration' },
@@ -118,11 +118,14 @@ const app = await Application.bootstrapWithPlugins({
 const guides = new Map<string, DocumentReflection>();
 app.converter.on(Converter.EVENT_CREATE_DOCUMENT, (_context, doc: DocumentReflection) => {
   // Pages from several folders are named by their path ("docs/cache"): look them up by file name.
-  const page = PAGES[doc.name.slice(doc.name.lastIndexOf('/') + 1)];
+  const file = doc.name.slice(doc.name.lastIndexOf('/') + 1);
+  const page = PAGES[file];
   doc.frontmatter.group = page?.group ?? 'Guides';
-  if (page === undefined) return;
-  doc.name = page.title;
-  if (page.module !== undefined) guides.set(page.module, doc);
+  // A page not in the table (a new module's) is titled by its first heading, and is the guide of
+  // the module of the same name: docs/shard-router.md for buttress/shard-router.
+  doc.name = page?.title ?? firstHeading(join(root, `${doc.name}.md`)) ?? file;
+  const module = page?.module ?? `buttress/${file}`;
+  if (modules.some((m) => m.name === module)) guides.set(module, doc);
 });
 app.converter.on(Converter.EVENT_RESOLVE_BEGIN, (context) => {
   for (const child of context.project.children ?? []) {
@@ -201,6 +204,15 @@ function keepCodeInHeadings(parser: unknown): void {
       }
     }
   });
+}
+
+/** The text of the first `# ` heading of a Markdown file, without its code marks. */
+function firstHeading(path: string): string | undefined {
+  if (!existsSync(path)) return undefined;
+  const line = readFileSync(path, 'utf8')
+    .split('\n')
+    .find((l) => l.startsWith('# '));
+  return line?.slice(2).replace(/`/g, '').trim() || undefined;
 }
 
 function commonDir(dirs: readonly string[]): string {
