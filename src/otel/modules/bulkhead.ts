@@ -1,3 +1,4 @@
+import type { Attributes } from '@opentelemetry/api';
 import { AdaptiveLimiter } from '../../bulkhead/adaptive-limiter.js';
 import { Bulkhead } from '../../bulkhead/bulkhead.js';
 import { RateLimiter } from '../../bulkhead/rate-limiter.js';
@@ -51,28 +52,26 @@ export const bulkheadBridge: ModuleBridge = {
     bridge.observeBatch(
       [limit, inflight, queued, admitted, dropped],
       (o) => {
+        /** The gauges a bulkhead and an adaptive limiter (and each partition) share. */
+        const slots = (attrs: Attributes, s: { limit: number; inflight: number; queued: number }) => {
+          o.gauge(limit, attrs, s.limit);
+          o.gauge(inflight, attrs, s.inflight);
+          o.gauge(queued, attrs, s.queued);
+        };
         for (const [ref, b] of bulkheads.live()) {
           const s = b.stats();
           const attrs = { [NAME]: s.name ?? '', [KIND]: 'bulkhead' };
-          o.gauge(limit, attrs, s.limit);
-          o.gauge(inflight, attrs, s.executing);
-          o.gauge(queued, attrs, s.queued);
+          slots(attrs, { limit: s.limit, inflight: s.executing, queued: s.queued });
           o.total(bulkheads, ref, admitted, attrs, s.totalExecuted);
         }
         for (const [ref, l] of adaptive.live()) {
           const s = l.stats();
           const attrs = { [NAME]: s.name ?? '', [KIND]: 'adaptive' };
-          o.gauge(limit, attrs, s.limit);
-          o.gauge(inflight, attrs, s.inflight);
-          o.gauge(queued, attrs, s.queued);
+          slots(attrs, s);
           o.total(adaptive, ref, admitted, attrs, s.totalExecuted);
           o.total(adaptive, ref, dropped, attrs, s.totalDropped);
-          for (const [partition, p] of Object.entries(s.partitions)) {
-            const pa = { ...attrs, [PARTITION]: partition };
-            o.gauge(limit, pa, p.limit);
-            o.gauge(inflight, pa, p.inflight);
-            o.gauge(queued, pa, p.queued);
-          }
+          for (const [partition, p] of Object.entries(s.partitions))
+            slots({ ...attrs, [PARTITION]: partition }, p);
         }
         for (const [ref, r] of rate.live()) {
           const s = r.stats();
