@@ -3,7 +3,12 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { type Attributes, type ContextManager, context } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
-import { MeterProvider, MetricReader } from '@opentelemetry/sdk-metrics';
+import {
+  AggregationTemporality,
+  InMemoryMetricExporter,
+  MeterProvider,
+  PeriodicExportingMetricReader,
+} from '@opentelemetry/sdk-metrics';
 import {
   BasicTracerProvider,
   InMemorySpanExporter,
@@ -12,16 +17,10 @@ import {
 } from '@opentelemetry/sdk-trace-base';
 
 /*
- * The OpenTelemetry SDK's in-memory pieces for the bridge's tests: a metric reader collected on
- * demand, an in-memory span exporter, an AsyncLocalStorage context manager (what NodeSDK
+ * The OpenTelemetry SDK's in-memory pieces for the bridge's tests: the in-memory metric exporter
+ * behind a reader flushed on demand, the in-memory span exporter, an AsyncLocalStorage context manager (what NodeSDK
  * installs), and the list of every buttress diagnostics channel, read from the source.
  */
-
-/** A reader that collects when asked. */
-class OnDemandReader extends MetricReader {
-  protected async onForceFlush(): Promise<void> {}
-  protected async onShutdown(): Promise<void> {}
-}
 
 /** One data point as the tests read it. */
 export interface Point {
@@ -31,7 +30,12 @@ export interface Point {
 
 /** An SDK meter and tracer provider, with helpers to read what they got. */
 export class Telemetry {
-  readonly reader = new OnDemandReader();
+  readonly metricExporter = new InMemoryMetricExporter(AggregationTemporality.CUMULATIVE);
+  /** Exports only when flushed: each `collect()` is one collection. */
+  readonly reader = new PeriodicExportingMetricReader({
+    exporter: this.metricExporter,
+    exportIntervalMillis: 2 ** 31 - 1,
+  });
   readonly meterProvider = new MeterProvider({ readers: [this.reader] });
   readonly exporter = new InMemorySpanExporter();
   readonly tracerProvider = new BasicTracerProvider({
@@ -41,10 +45,11 @@ export class Telemetry {
 
   /** Every metric of one collection, by name. */
   async collect(): Promise<Map<string, Point[]>> {
-    const { resourceMetrics, errors } = await this.reader.collect();
-    if (errors.length > 0) throw errors[0];
+    await this.reader.forceFlush();
+    const exported = this.metricExporter.getMetrics();
+    this.metricExporter.reset();
     const out = new Map<string, Point[]>();
-    for (const scope of resourceMetrics.scopeMetrics) {
+    for (const scope of exported.at(-1)?.scopeMetrics ?? []) {
       for (const metric of scope.metrics) {
         const points = metric.dataPoints.map((p) => ({
           attributes: p.attributes,
