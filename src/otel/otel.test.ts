@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { context, propagation, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -9,7 +10,7 @@ import { FakePoolClass, FakeServer } from '../pool/internal/fake-pg.test-util.js
 import { createQueue, memoryBackend } from '../queue/index.js';
 import { adaptiveThrottle, hedge, retry, retryBudget, timeout } from '../retry/index.js';
 import { FakeClock } from '../testing/fake-clock.js';
-import { type Instrumentation, instrument } from './index.js';
+import { type Instrumentation, instrument, SCOPE_NAME, SCOPE_VERSION } from './index.js';
 import { dropContextManager, parentOf, Telemetry, useContextManager } from './otel.test-util.js';
 
 /*
@@ -60,6 +61,14 @@ describe('instrument() options', () => {
     expect(() => instrument(options as never)).toThrow(
       expect.objectContaining({ code: 'E_INVALID_OPTION', option: name }),
     );
+  });
+
+  it('names its meter and tracer after the package, at its version', async () => {
+    const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
+      name: string;
+      version: string;
+    };
+    expect([SCOPE_NAME, SCOPE_VERSION]).toEqual([pkg.name, pkg.version]);
   });
 
   it('close() is idempotent and works with `using`', () => {
@@ -374,8 +383,11 @@ describe('retry', () => {
     ).toBe(1);
 
     const throttle = adaptiveThrottle({ name: 'backend', clock, random: () => 0 });
-    for (let i = 0; i < 5; i++) await throttle.execute(() => Promise.reject(new Error('503'))).catch(() => {});
-    expect(await t.value('buttress.throttle.rejections', { 'buttress.throttle.name': 'backend' })).toBeGreaterThan(0);
+    for (let i = 0; i < 5; i++)
+      await throttle.execute(() => Promise.reject(new Error('503'))).catch(() => {});
+    expect(
+      await t.value('buttress.throttle.rejections', { 'buttress.throttle.name': 'backend' }),
+    ).toBeGreaterThan(0);
   });
 });
 
