@@ -8,7 +8,7 @@ import type {
   ISuccessEvent,
 } from 'cockatiel';
 import { defaultPolicyContext, neverAbortedSignal, raceAbort } from '../core/abort.js';
-import { type Clock, systemClock } from '../core/clock.js';
+import type { Clock } from '../core/clock.js';
 import { announce, channel, lifecycle } from '../core/diagnostics.js';
 import type { Duration } from '../core/duration.js';
 import { AbortedError, describe, InvalidOptionError } from '../core/errors.js';

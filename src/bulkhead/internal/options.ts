@@ -1,5 +1,3 @@
-import { type Clock, systemClock } from '../../core/clock.js';
-import { InvalidOptionError } from '../../core/errors.js';
 import { duration, integer, nonEmptyString, oneOf } from '../../core/validate.js';
 import type { QueueOrder } from './wait-queue.js';
 
