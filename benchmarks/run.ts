@@ -1,9 +1,8 @@
 /**
  * Runs every `benchmarks/*.bench.ts`, each in a process of its own (one per area: ours and the
  * anchors measured side by side in it, and no area's garbage or JIT state leaking into the next),
- * prints each case's timings and a table of
- * `ratio = ours / anchor`, judges every row against its floor (benchmarks/floors.ts), and writes
- * the report.
+ * prints each case's timings and a table of `ratio = ours / anchor`, judges every row against its
+ * floor (benchmarks/floors.ts), and writes the report.
  *
  *   npm run bench                      full run: benchmarks/results.json, results.svg and the
  *                                      generated part of benchmarks/README.md
