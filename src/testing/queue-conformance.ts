@@ -1,8 +1,9 @@
 import { randomBytes } from 'node:crypto';
+import dc from 'node:diagnostics_channel';
 import { systemClock } from '../core/clock.js';
 import type { QueueBackend, QueueStore } from '../queue/backend.js';
 import { createQueue, type Queue } from '../queue/queue.js';
-import type { Job, QueueOptions } from '../queue/types.js';
+import type { Job, JobAddMessage, JobProcessMessage, QueueOptions } from '../queue/types.js';
 
 /*
  * The contract every queue backend keeps, as tests any runner can register: pass your test
@@ -750,6 +751,37 @@ export function queueBackendConformance(
       const e = await rejection(q.add('x', { signal: AbortSignal.abort() }));
       expect(e.code).toBe('E_ABORTED');
       expect((await q.stats()).waiting).toBe(0);
+    });
+
+    test('headers a tracing subscriber gives a job at add reach the worker that runs it', async (h) => {
+      // What buttress/otel relies on to carry a trace context: the backend keeps the record whole.
+      const name = h.name();
+      const onAdd = (m: unknown) => {
+        const message = m as JobAddMessage;
+        if (message.queue === name) message.headers.traceparent = `00-${'1'.repeat(32)}-${'2'.repeat(16)}-01`;
+      };
+      const seen: (Readonly<Record<string, string>> | undefined)[] = [];
+      const onProcess = (m: unknown) => {
+        const message = m as JobProcessMessage;
+        if (message.queue === name) seen.push(message.headers);
+      };
+      dc.subscribe('tracing:buttress:queue:add:start', onAdd);
+      dc.subscribe('tracing:buttress:queue:process:start', onProcess);
+      try {
+        const q = h.queue<number>(name);
+        await q.add(1);
+        await q.addBulk([{ payload: 2 }, { payload: 3, options: { delay: 10 } }]);
+        const ran: number[] = [];
+        q.process((job) => {
+          ran.push(job.payload);
+        });
+        await until(() => ran.length === 3, 'the three jobs');
+        expect(ran.sort()).toEqual([1, 2, 3]);
+        expect(seen).toEqual(Array(3).fill({ traceparent: `00-${'1'.repeat(32)}-${'2'.repeat(16)}-01` }));
+      } finally {
+        dc.unsubscribe('tracing:buttress:queue:add:start', onAdd);
+        dc.unsubscribe('tracing:buttress:queue:process:start', onProcess);
+      }
     });
   });
 }
