@@ -83,6 +83,8 @@ export class Bridge {
   readonly #kinds: [string, (value: object) => boolean][] = [];
   /** The span of each traced operation in flight, between its events. */
   readonly #spans = new WeakMap<object, Span>();
+  /** The same spans, to end those still open when the handle closes (their asyncEnd would go unheard). */
+  readonly #open = new Set<Span>();
 
   constructor(meter: Meter | undefined, tracer: Tracer | undefined, settings: BridgeSettings) {
     this.meter = meter;
@@ -165,6 +167,7 @@ export class Bridge {
     const tracer = this.tracer;
     if (tracer === undefined) return;
     const spans = this.#spans;
+    const open = this.#open;
     this.subscribeTracing<M>(name, {
       start: (message) => {
         const d = spec.describe(message);
@@ -175,6 +178,7 @@ export class Bridge {
           parent,
         );
         spans.set(message, span);
+        open.add(span);
         const active = trace.setSpan(parent, span);
         const outer = message.withContext;
         message.withContext =
@@ -187,6 +191,7 @@ export class Bridge {
         const span = spans.get(message);
         if (span === undefined) return;
         spans.delete(message);
+        open.delete(span);
         spec.ended?.(message, span);
         if (message.error !== undefined) failSpan(span, message.error);
         span.end();
@@ -222,7 +227,7 @@ export class Bridge {
     this.#disposers.push(fn);
   }
 
-  /** Unsubscribes everything, in reverse order. */
+  /** Unsubscribes everything, in reverse order, and ends the spans still open. */
   close(): void {
     for (const dispose of this.#disposers.splice(0).reverse()) {
       try {
@@ -231,6 +236,12 @@ export class Bridge {
         // keep going: every subscription must go
       }
     }
+    // Newest first: a child ends before its parent.
+    for (const span of [...this.#open].reverse()) {
+      span.setAttribute('buttress.unfinished', true);
+      span.end();
+    }
+    this.#open.clear();
   }
 }
 

@@ -605,6 +605,25 @@ describe('queue', () => {
   });
 });
 
+describe('close', () => {
+  it('ends the spans of operations still running, marked unfinished', async () => {
+    setup();
+    const cache = createCache({ namespace: 'open' });
+    let release!: (v: number) => void;
+    const pending = cache.getOrSet('k', () => new Promise<number>((resolve) => (release = resolve)));
+    await settle();
+    otel!.close();
+    expect(t.spans().map((s) => [s.name, s.attributes['buttress.unfinished']])).toEqual([
+      ['load open', true],
+      ['getOrSet open', true],
+    ]);
+    release(1);
+    await pending;
+    expect(t.spans()).toHaveLength(2);
+    await cache.close();
+  });
+});
+
 describe('independence', () => {
   it('two handles report independently, and closing one leaves the other', async () => {
     const a = new Telemetry();
