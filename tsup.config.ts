@@ -6,6 +6,7 @@ export const entries = {
   'breaker/index': 'src/breaker/index.ts',
   'bulkhead/index': 'src/bulkhead/index.ts',
   'cache/index': 'src/cache/index.ts',
+  'express/index': 'src/adapters/express/index.ts',
   'pool/index': 'src/pool/index.ts',
   'queue/index': 'src/queue/index.ts',
   'retry/index': 'src/retry/index.ts',
