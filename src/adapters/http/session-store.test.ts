@@ -34,6 +34,17 @@ describe('CacheSessionStore', () => {
     expect(await call((cb) => store.get('t', cb))).toBeDefined();
   });
 
+  it('touch keeps what the store holds, not the (older) session it is handed', async () => {
+    const clock = new FakeClock();
+    const store = new CacheSessionStore({ cache: createCache({ clock }), clock });
+    await call((cb) => store.set('s', { cookie: { maxAge: 1000 }, cart: 2 } as never, cb));
+    await call((cb) => store.touch('s', { cookie: { maxAge: 60_000 }, cart: 1 } as never, cb));
+    clock.advance(30_000);
+    expect(await call((cb) => store.get('s', cb))).toMatchObject({ cart: 2 });
+    await call((cb) => store.touch('gone', { cookie: { maxAge: 60_000 } }, cb));
+    expect(await call((cb) => store.get('gone', cb))).toBeUndefined();
+  });
+
   it('an already expired session is destroyed, not written', async () => {
     const clock = new FakeClock();
     const store = new CacheSessionStore({ cache: createCache({ clock }), clock });

@@ -54,7 +54,10 @@ interface SessionLike {
  * class adds `createSession`, `regenerate` and `load`).
  *
  * Sessions are written as JSON text: every `get` returns a fresh object, so a request mutating
- * its session never changes the copy another request (or L1) holds.
+ * its session never changes the copy another request (or L1) holds. A write that reached L1 only
+ * (Redis down: `degraded`) is reported to the callback as an error (`E_CACHE_UNAVAILABLE`): the
+ * other instances would not see it, and a session that silently lives in one process only is
+ * a user logged out at the next request another instance serves.
  *
  * @example
  * const store = new CacheSessionStore({ cache: createCache({ namespace: 'app', l2: { redis } }) });
@@ -112,24 +115,44 @@ export class CacheSessionStore extends EventEmitter {
       return;
     }
     this.#cache.set(sid, text, { ttl, tags: [ALL_TAG] }).then(
-      () => callback?.(),
+      (result) => callback?.(result.degraded ? result.error : undefined),
       (error) => callback?.(error),
     );
   }
 
-  /** Extends a session's life to its cookie's new expiry (express-session calls it on each request). */
+  /**
+   * Extends a session's life to its cookie's new expiry (express-session calls it on each request
+   * that does not save). Rewrites what the store holds, not the session given: a save another
+   * instance made meanwhile is kept.
+   */
   touch(sid: string, session: SessionLike, callback?: Callback): void {
     if (!this.#touch) {
       callback?.();
       return;
     }
-    this.set(sid, session, callback);
+    const ttl = this.#ttlOf(session);
+    if (ttl <= 0) {
+      this.destroy(sid, callback);
+      return;
+    }
+    this.#cache
+      .get<string>(sid)
+      .then(
+        (text) => {
+          if (text === undefined) return callback?.();
+          return this.#cache
+            .set(sid, text, { ttl, tags: [ALL_TAG] })
+            .then((result) => callback?.(result.degraded ? result.error : undefined));
+        },
+        (error) => callback?.(error),
+      )
+      .catch((error) => callback?.(error));
   }
 
   /** Deletes a session, in every instance. */
   destroy(sid: string, callback?: Callback): void {
     this.#cache.delete(sid).then(
-      () => callback?.(),
+      (result) => callback?.(result.degraded ? result.error : undefined),
       (error) => callback?.(error),
     );
   }
