@@ -2,8 +2,8 @@ import fastifyCookie from '@fastify/cookie';
 import fastifySession from '@fastify/session';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { afterEach, describe, expect, it } from 'vitest';
-import { createCache } from '../../src/cache/index.js';
 import { buttress, CacheSessionStore } from '../../src/adapters/fastify/index.js';
+import { createCache } from '../../src/cache/index.js';
 import { type Cleanup, connectRedis, uniqueNamespace } from './cache-helpers.js';
 
 // Two app instances, each with its own Redis connection and cache, sharing one namespace: what
@@ -67,9 +67,18 @@ describe('buttress/fastify with the real Redis', () => {
     const login = await fetch(`${a}/login`, { method: 'POST' });
     const cookie = login.headers.get('set-cookie')!.split(';')[0]!;
     expect(cookie).toMatch(/^sessionId=/);
-    expect(await (await fetch(`${b}/me`, { headers: { cookie } })).json()).toEqual({ user: 'ada', visits: 2 });
-    expect(await (await fetch(`${a}/me`, { headers: { cookie } })).json()).toEqual({ user: 'ada', visits: 3 });
-    expect(await (await fetch(`${b}/me`, { headers: { cookie } })).json()).toEqual({ user: 'ada', visits: 4 });
+    expect(await (await fetch(`${b}/me`, { headers: { cookie } })).json()).toEqual({
+      user: 'ada',
+      visits: 2,
+    });
+    expect(await (await fetch(`${a}/me`, { headers: { cookie } })).json()).toEqual({
+      user: 'ada',
+      visits: 3,
+    });
+    expect(await (await fetch(`${b}/me`, { headers: { cookie } })).json()).toEqual({
+      user: 'ada',
+      visits: 4,
+    });
     await fetch(`${b}/logout`, { method: 'POST', headers: { cookie } });
     expect(await (await fetch(`${a}/me`, { headers: { cookie } })).json()).toEqual({ user: null });
   });
