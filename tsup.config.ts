@@ -7,6 +7,7 @@ export const entries = {
   'bulkhead/index': 'src/bulkhead/index.ts',
   'cache/index': 'src/cache/index.ts',
   'express/index': 'src/adapters/express/index.ts',
+  'nest/index': 'src/adapters/nest/index.ts',
   'fastify/index': 'src/adapters/fastify/index.ts',
   'pool/index': 'src/pool/index.ts',
   'queue/index': 'src/queue/index.ts',
