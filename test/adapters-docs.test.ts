@@ -43,7 +43,10 @@ function collect(): Example[] {
   mkdirSync(out, { recursive: true });
   // vitest's transform (oxc) reads the nearest tsconfig that includes a file: without this one the
   // Nest examples' decorators would not be compiled as the legacy decorators Nest users write.
-  writeFileSync(join(out, 'tsconfig.json'), JSON.stringify({ extends: '../../tsconfig.json', include: ['.'] }));
+  writeFileSync(
+    join(out, 'tsconfig.json'),
+    JSON.stringify({ extends: '../../tsconfig.json', include: ['.'] }),
+  );
   const examples: Example[] = [];
   for (const name of readdirSync(dir)
     .filter((f) => f.endsWith('.md'))
