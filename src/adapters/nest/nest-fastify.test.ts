@@ -6,6 +6,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { bulkhead } from '../../bulkhead/bulkhead.js';
 import { type Cache, createCache } from '../../cache/cache.js';
 import { FakeClock } from '../../testing/fake-clock.js';
+import { until } from '../http/test-helpers.js';
 import {
   ButtressModule,
   type ButtressModuleOptions,
@@ -24,14 +25,6 @@ afterEach(async () => {
   for (const app of apps.splice(0)) await app.close();
   for (const c of caches.splice(0)) await c.close();
 });
-
-async function until(condition: () => boolean, what: string): Promise<void> {
-  const start = Date.now();
-  while (!condition()) {
-    if (Date.now() - start > 5_000) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 2));
-  }
-}
 
 let runs = 0;
 let release = () => {};
