@@ -611,10 +611,15 @@ describe.each(frameworks)('%s', (_name, express) => {
     });
   });
 
-  it('signalOf aborts when the client goes away', async () => {
+  it.each([
+    ['no guard', undefined],
+    ['a route guard with a long timeout', 60_000],
+  ])('signalOf aborts when the client goes away (%s)', async (_case, deadline) => {
     let signal: AbortSignal | undefined;
     const a = express();
-    a.get('/hang', (req) => {
+    const guard: express5.RequestHandler[] =
+      deadline === undefined ? [] : [routeGuard({ timeout: deadline, limiter: bulkhead({ limit: 5 }) })];
+    a.get('/hang', ...guard, (req) => {
       signal = signalOf(req);
     });
     const { url } = await listen(a);
