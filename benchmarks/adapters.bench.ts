@@ -24,7 +24,7 @@ import Fastify from 'fastify';
 import { responseCache } from '../src/adapters/express/index.js';
 import { buttress } from '../src/adapters/fastify/index.js';
 import { createCache } from '../src/cache/index.js';
-import { type Bench, type BenchContext, type BenchRow, quantile, row } from './harness.js';
+import { type Bench, type BenchContext, type BenchRow, Measurement, quantile, row } from './harness.js';
 
 const BENCH = 'adapters';
 const BODY = { id: 42, name: 'Espresso machine', price: 349.9, tags: ['kitchen', 'coffee'], stock: 17 };
@@ -59,7 +59,7 @@ async function sample(
   seconds: number,
   rounds: number,
   connections: number,
-): Promise<Map<string, number>> {
+): Promise<Measurement> {
   const samples = new Map<string, number[]>(targets.map((t) => [t.name, []]));
   const rates = new Map<string, number[]>(targets.map((t) => [t.name, []]));
   for (const t of targets) await load(t.url, Math.max(1, seconds / 2), connections); // warm-up: JIT, sockets
@@ -71,26 +71,23 @@ async function sample(
       rates.get(t.name)!.push(rps);
     }
   }
-  const medians = new Map<string, number>();
+  const m = new Measurement(samples, new Map(targets.map((t) => [t.name, connections])));
   const round1 = (x: number) => Math.round(x * 10) / 10;
-  for (const [name, s] of samples) medians.set(name, quantile(s, 0.5));
   context.record({
     bench: BENCH,
     case: caseName,
     rounds,
-    ops: Object.fromEntries(targets.map((t) => [t.name, connections])),
-    median_ns: Object.fromEntries([...medians].map(([k, v]) => [k, round1(v)])),
-    iqr_ns: Object.fromEntries(
-      [...samples].map(([k, s]) => [k, round1(quantile(s, 0.75) - quantile(s, 0.25))]),
-    ),
+    ops: Object.fromEntries(m.ops),
+    median_ns: Object.fromEntries(targets.map((t) => [t.name, round1(m.median(t.name))])),
+    iqr_ns: Object.fromEntries(targets.map((t) => [t.name, round1(m.iqr(t.name))])),
   });
-  for (const [name, ns] of medians) {
-    const rps = quantile(rates.get(name)!, 0.5);
+  for (const t of targets) {
+    const rps = quantile(rates.get(t.name)!, 0.5);
     console.log(
-      `  ${name}: ${Math.round(ns).toLocaleString('en')} CPU ns/request, ${Math.round(rps).toLocaleString('en')} req/s`,
+      `  ${t.name}: ${Math.round(m.median(t.name)).toLocaleString('en')} CPU ns/request, ${Math.round(rps).toLocaleString('en')} req/s`,
     );
   }
-  return medians;
+  return m;
 }
 
 async function fastifyTargets(cleanups: (() => Promise<unknown>)[]): Promise<Target[]> {
@@ -170,7 +167,13 @@ const bench: Bench = {
         const hit = targets[1]!;
         if (hit.runs() !== 1) throw new Error(`${hit.name}: the handler ran ${hit.runs()} times, not once`);
         rows.push(
-          row(BENCH, c.name, [hit.name, m.get(hit.name)!], [targets[0]!.name, m.get(targets[0]!.name)!], 1.1),
+          row(
+            BENCH,
+            c.name,
+            [hit.name, m.median(hit.name)],
+            [targets[0]!.name, m.median(targets[0]!.name)],
+            1.1,
+          ),
         );
       } finally {
         for (const cleanup of cleanups.reverse()) await cleanup();

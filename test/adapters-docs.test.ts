@@ -2,8 +2,8 @@ import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { format } from 'node:util';
-import ts from 'typescript';
 import { describe, expect, it, vi } from 'vitest';
+import { type DocExample, typeCheckExamples } from './examples-helpers.js';
 
 /*
  * Every ```ts block of docs/adapters/*.md is compiled against the source, as a user would write
@@ -19,10 +19,7 @@ const dir = join(root, 'docs/adapters');
 const out = join(root, '.tmp/adapter-docs');
 const ADAPTERS = new Set(['express', 'fastify', 'nest']);
 
-interface Example {
-  doc: string;
-  line: number;
-  file: string;
+interface Example extends DocExample {
   /** Per `console.log(...)` line, in order: the value its trailing `// comment` says it prints, if it says one exactly. */
   expected: (string | undefined)[];
 }
@@ -83,30 +80,10 @@ describe('code examples in docs/adapters', () => {
   });
 
   it('type-check against the source', () => {
-    const program = ts.createProgram(
-      examples.map((e) => e.file),
-      {
-        strict: true,
-        target: ts.ScriptTarget.ES2022,
-        module: ts.ModuleKind.NodeNext,
-        moduleResolution: ts.ModuleResolutionKind.NodeNext,
-        lib: ['lib.es2023.d.ts', 'lib.esnext.disposable.d.ts', 'lib.dom.d.ts'],
-        types: ['node'],
-        skipLibCheck: true,
-        noEmit: true,
-        experimentalDecorators: true,
-        emitDecoratorMetadata: true,
-        typeRoots: [join(root, 'node_modules/@types')],
-      },
-    );
-    const problems = ts
-      .getPreEmitDiagnostics(program)
-      .filter((d) => d.file && examples.some((e) => e.file === d.file!.fileName))
-      .map((d) => {
-        const ex = examples.find((e) => e.file === d.file!.fileName)!;
-        const { line } = d.file!.getLineAndCharacterOfPosition(d.start ?? 0);
-        return `${ex.doc}:${ex.line + 1 + line}: ${ts.flattenDiagnosticMessageText(d.messageText, '\n')}`;
-      });
+    const problems = typeCheckExamples(root, examples, {
+      experimentalDecorators: true,
+      emitDecoratorMetadata: true,
+    });
     expect(problems).toEqual([]);
   }, 120_000);
 
