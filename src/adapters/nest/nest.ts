@@ -83,6 +83,18 @@ const kSignal = Symbol('buttress.signal');
 const kAdmitted = Symbol('buttress.admitted');
 const kRouteSignal = Symbol('buttress.routeSignal');
 
+/**
+ * What every buttress enhancer is given: Nest's Reflector (for the route's decorators) and the
+ * module's options. Subclasses inherit the constructor and its named tokens, so Nest injects
+ * them without decorator metadata.
+ */
+abstract class Enhancer {
+  constructor(
+    @Inject(Reflector) protected readonly reflector: Reflector,
+    @Inject(BUTTRESS_OPTIONS) protected readonly options: ButtressEnhancerOptions,
+  ) {}
+}
+
 // ---------------------------------------------------------------------------------------------
 // Response caching
 
@@ -134,13 +146,8 @@ function headersOf(res: ServerResponse): ResponseHeaders {
 
 /** `@Cached()`'s interceptor; also usable on its own with `@UseInterceptors(CachedInterceptor)` and `SetMetadata`. */
 @Injectable()
-export class CachedInterceptor implements NestInterceptor {
+export class CachedInterceptor extends Enhancer implements NestInterceptor {
   readonly #routes = new WeakMap<Function, RouteCache>();
-
-  constructor(
-    @Inject(Reflector) private readonly reflector: Reflector,
-    @Inject(BUTTRESS_OPTIONS) private readonly options: ButtressEnhancerOptions,
-  ) {}
 
   intercept(context: ExecutionContext, next: CallHandler): Observable<unknown> {
     if (context.getType() !== 'http') return next.handle();
@@ -313,13 +320,8 @@ export function UseTimeout(timeout: Duration): MethodDecorator & ClassDecorator 
 
 /** The interceptor behind `@UseBreaker()` and `@UseTimeout()`. */
 @Injectable()
-export class PolicyInterceptor implements NestInterceptor {
+export class PolicyInterceptor extends Enhancer implements NestInterceptor {
   readonly #policies = new WeakMap<Function, RequestPolicy>();
-
-  constructor(
-    @Inject(Reflector) private readonly reflector: Reflector,
-    @Inject(BUTTRESS_OPTIONS) private readonly options: ButtressEnhancerOptions,
-  ) {}
 
   intercept(context: ExecutionContext, next: CallHandler): Observable<unknown> {
     const policy = this.#policy(context);
@@ -423,12 +425,7 @@ export const RouteSignal = createParamDecorator((_data: unknown, context: Execut
  * `@Shed(limiter)`. Routes marked `@SkipShedding()` (the health routes are) are never shed.
  */
 @Injectable()
-export class LoadSheddingGuard implements CanActivate {
-  constructor(
-    @Inject(Reflector) private readonly reflector: Reflector,
-    @Inject(BUTTRESS_OPTIONS) private readonly options: ButtressEnhancerOptions,
-  ) {}
-
+export class LoadSheddingGuard extends Enhancer implements CanActivate {
   canActivate(context: ExecutionContext): boolean | Promise<boolean> {
     if (context.getType() !== 'http') return true;
     const targets = [context.getHandler(), context.getClass()];
