@@ -137,6 +137,24 @@ describe('createHealth', () => {
     expect(report.checks['redis:broken']).toEqual({ status: 'down', reason: 'ECONNRESET' });
   });
 
+  it('a connection ioredis reports down is down at once, without a ping', async () => {
+    let pinged = false;
+    const report = await createHealth({
+      redis: {
+        main: redis(async () => {
+          pinged = true;
+          return 'PONG';
+        }, 'reconnecting'),
+      },
+    }).readiness();
+    expect(report.checks['redis:main']).toEqual({
+      status: 'down',
+      reason: 'connection reconnecting',
+      connection: 'reconnecting',
+    });
+    expect(pinged).toBe(false);
+  });
+
   it('validates its options, naming them', () => {
     expect(() => createHealth({ redis: { x: {} as never } })).toThrow(/health\.redis/);
     expect(() => createHealth({ postgres: { x: {} as never } })).toThrow(/health\.postgres\.x/);

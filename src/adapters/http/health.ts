@@ -193,6 +193,11 @@ function redisCheck(redis: RedisConnection, clock: Clock): HealthCheck {
     throw new InvalidOptionError('health.redis', redis, 'an ioredis Redis or Cluster');
   }
   return async () => {
+    // A connection ioredis knows is down would queue the ping until it reconnects: say so now.
+    const status = redis.status;
+    if (status === 'end' || status === 'close' || status === 'reconnecting') {
+      return { status: 'down', reason: `connection ${status}`, connection: status };
+    }
     const started = clock.now();
     await redis.ping();
     return { status: 'ok', latencyMs: clock.now() - started, connection: redis.status };
