@@ -5,7 +5,6 @@ import type {
   FastifyReply,
   FastifyRequest,
   onRequestHookHandler,
-  onResponseHookHandler,
   onSendHookHandler,
 } from 'fastify';
 import fp from 'fastify-plugin';
@@ -122,7 +121,6 @@ const HEALTH_KEYS = ['path', 'readyPath'] as const;
 const kState = Symbol('buttress');
 interface RequestState {
   capture: Capture | undefined;
-  run: RequestRun | undefined;
   signal: AbortSignal | undefined;
 }
 type StatefulRequest = FastifyRequest & { [kState]: RequestState | null };
@@ -130,7 +128,7 @@ type StatefulRequest = FastifyRequest & { [kState]: RequestState | null };
 function stateOf(request: FastifyRequest): RequestState {
   const r = request as StatefulRequest;
   let s = r[kState];
-  if (s === null) s = r[kState] = { capture: undefined, run: undefined, signal: undefined };
+  if (s === null) s = r[kState] = { capture: undefined, signal: undefined };
   return s;
 }
 
@@ -251,7 +249,6 @@ function setup(fastify: FastifyInstance, options: ButtressFastifyOptions): void 
 
     const onRequest: onRequestHookHandler[] = [];
     const onSend: onSendHookHandler[] = [];
-    const onResponse: onResponseHookHandler[] = [];
     if (cfg.cache !== undefined && cfg.cache !== false) {
       if (cache === undefined)
         throw new InvalidOptionError(`${label}.cache`, cfg.cache, 'a `cache` in the plugin options first');
@@ -263,20 +260,16 @@ function setup(fastify: FastifyInstance, options: ButtressFastifyOptions): void 
       const routeCache = new RouteCache(cache, settings, clock);
       onRequest.push(cacheLookup(routeCache));
       onSend.push(cacheCapture);
-      onResponse.push(cacheEnd);
     }
-    if (policy !== undefined) {
-      onRequest.push(policyEnter(policy));
-      onResponse.push(policyEnd);
-    }
+    if (policy !== undefined) onRequest.push(policyEnter(policy));
     if (onRequest.length === 0) return;
     // Route hooks run after the application's: authentication hooks run before a cached answer,
-    // and cookie/session hooks have set their headers before the response is captured. A client
-    // that leaves early is watched on the raw response, and only by the requests that hold
-    // something (a fill, a slot): a cache hit pays for no listener.
+    // and cookie/session hooks have set their headers before the response is captured. No
+    // onResponse hook: with one, Fastify puts two listeners on every response of the route, hits
+    // included. The end of a request is watched on the raw response instead, and only by the
+    // requests that hold something (a fill, a slot).
     route.onRequest = [...toArray(route.onRequest), ...onRequest];
     if (onSend.length !== 0) route.onSend = [...toArray(route.onSend), ...onSend];
-    route.onResponse = [...toArray(route.onResponse), ...onResponse];
   });
 
   if (health !== undefined) {
@@ -329,10 +322,8 @@ function cacheLookup(route: RouteCache): onRequestHookHandler {
         const capture = value as Capture;
         capture.conditionals = stripConditionals(request.headers);
         stateOf(request).capture = capture;
-        // onResponse ends the capture; a 'close' before the response finished means the client left.
-        reply.raw.once('close', () => {
-          if (!reply.raw.writableFinished) capture.abandon();
-        });
+        // The capture ends in onSend; a 'close' before that means the client left (after it, a no-op).
+        reply.raw.once('close', () => capture.abandon());
       }
       done();
     });
@@ -370,9 +361,13 @@ const cacheCapture: onSendHookHandler = function buttressCacheCapture(request, r
       : payload === null || payload === undefined
         ? ''
         : undefined;
-  const decision = capture.build(reply.statusCode, replyHeaders(reply), body);
+  const headers = replyHeaders(reply);
+  const decision = capture.build(reply.statusCode, headers, body);
   const add = decision.headers;
   for (const name in add) reply.header(name, add[name]);
+  // Route hooks run after the application's, and this one is added last: no hook can set a
+  // cookie after it, so the fill ends here, before the bytes go out.
+  capture.end(headers);
   if (decision.notModified) {
     reply.code(304);
     done(null, null);
@@ -381,24 +376,12 @@ const cacheCapture: onSendHookHandler = function buttressCacheCapture(request, r
   done(null, payload);
 };
 
-const cacheEnd: onResponseHookHandler = function buttressCacheEnd(request, reply, done) {
-  (request as StatefulRequest)[kState]?.capture?.end(replyHeaders(reply));
-  done();
-};
-
-const policyEnd: onResponseHookHandler = function buttressPolicyEnd(request, reply, done) {
-  (request as StatefulRequest)[kState]?.run?.end(reply.statusCode);
-  done();
-};
-
 function policyEnter(policy: RequestPolicy): onRequestHookHandler {
   return function buttressPolicy(request, reply, done) {
     const state = stateOf(request);
     const run = new RequestRun();
-    state.run = run;
-    reply.raw.once('close', () => {
-      if (!reply.raw.writableFinished) run.end(0);
-    });
+    // 'close' follows the end of the response, or comes alone when the client left first.
+    reply.raw.once('close', () => run.end(reply.sent ? reply.statusCode : 0));
     run.start(
       policy,
       (signal) => {
