@@ -313,15 +313,15 @@ export class RouteCache {
     if (!s.authorized && headers.authorization !== undefined && !s.vary.includes('authorization')) {
       return undefined;
     }
-    const header = this.#headerOf(headers);
     if (s.key !== undefined) {
-      const custom = s.key({ method: 'GET', url, header });
+      const custom = s.key({ method: 'GET', url, header: this.#headerOf(headers) });
       if (custom !== undefined && typeof custom !== 'string') {
         throw new InvalidOptionError('cache.key', custom, 'a function returning a string or undefined');
       }
       return custom;
     }
-    return requestKey('GET', url, s.vary, header);
+    // A route that varies on nothing reads no header: no reader made per request.
+    return requestKey('GET', url, s.vary, s.vary.length === 0 ? NO_HEADER : this.#headerOf(headers));
   }
 
   /**
@@ -419,6 +419,7 @@ export interface CaptureDecision {
 }
 
 const NO_HEADERS: Readonly<Record<string, string>> = Object.freeze({});
+const NO_HEADER: HeaderReader = () => undefined;
 
 /**
  * The response of the request that leads a fill. The adapter calls {@link Capture.build} with
