@@ -14,8 +14,11 @@
  * median over the rounds is kept. The measure is the process's CPU time per request (user +
  * system, `process.cpuUsage()`), load generator included, the same for both: on a shared 2-core
  * machine a run's wall-clock throughput mostly measures how much CPU the scheduler gave the
- * process, which other jobs decide. Requests per second are printed beside it. Goal: a hit costs
- * at most 10% more than the bare route (ratio <= 1.1), i.e. its throughput is within 10%.
+ * process, which other jobs decide. Each case gives two rows: CPU per request, and 1 / median
+ * throughput (wall time per request: the measure the issue's goal is stated in, noisier). The
+ * CPU row counts the load generator too, which parses the hit's extra headers (ETag, Age,
+ * Cache-Control, Cache-Status: ~110 bytes) with a JavaScript HTTP parser. Goal for both: a hit
+ * costs at most 10% more than the bare route (ratio <= 1.1).
  */
 import type { AddressInfo } from 'node:net';
 import autocannon from 'autocannon';
@@ -59,7 +62,7 @@ async function sample(
   seconds: number,
   rounds: number,
   connections: number,
-): Promise<Measurement> {
+): Promise<{ cpu: Measurement; wallNs: Map<string, number> }> {
   const samples = new Map<string, number[]>(targets.map((t) => [t.name, []]));
   const rates = new Map<string, number[]>(targets.map((t) => [t.name, []]));
   for (const t of targets) await load(t.url, Math.max(1, seconds / 2), connections); // warm-up: JIT, sockets
@@ -87,7 +90,9 @@ async function sample(
       `  ${t.name}: ${Math.round(m.median(t.name)).toLocaleString('en')} CPU ns/request, ${Math.round(rps).toLocaleString('en')} req/s`,
     );
   }
-  return m;
+  // Wall time per request, from the median throughput: what the issue's goal is stated in.
+  const wallNs = new Map(targets.map((t) => [t.name, 1e9 / quantile(rates.get(t.name)!, 0.5)]));
+  return { cpu: m, wallNs };
 }
 
 async function fastifyTargets(cleanups: (() => Promise<unknown>)[]): Promise<Target[]> {
@@ -163,15 +168,22 @@ const bench: Bench = {
       try {
         const targets = await c.make(cleanups);
         console.log(`${BENCH} ${c.name} (${connections} connections, ${rounds} × ${seconds} s each)`);
-        const m = await sample(context, c.name, targets, seconds, rounds, connections);
-        const hit = targets[1]!;
+        const { cpu, wallNs } = await sample(context, c.name, targets, seconds, rounds, connections);
+        const [bare, hit] = targets as [Target, Target];
         if (hit.runs() !== 1) throw new Error(`${hit.name}: the handler ran ${hit.runs()} times, not once`);
         rows.push(
           row(
             BENCH,
-            c.name,
-            [hit.name, m.median(hit.name)],
-            [targets[0]!.name, m.median(targets[0]!.name)],
+            `${c.name}, CPU per request`,
+            [hit.name, cpu.median(hit.name)],
+            [bare.name, cpu.median(bare.name)],
+            1.1,
+          ),
+          row(
+            BENCH,
+            `${c.name}, 1 / throughput`,
+            [hit.name, wallNs.get(hit.name)!],
+            [bare.name, wallNs.get(bare.name)!],
             1.1,
           ),
         );
