@@ -25,6 +25,18 @@ function headersOf(h: Record<string, string | string[]>): ResponseHeaders {
   return { get: (n) => h[n], names: () => Object.keys(h) };
 }
 
+/** A route with stale-while-revalidate whose entry for GET /x holds `body` and has just gone stale. */
+async function staleEntry(body: string) {
+  const { route, clock } = setup({ ttl: '1s', staleWhileRevalidate: '1m' });
+  const key = route.key('GET', '/x', {})!;
+  const [, c] = await lookup(route, key);
+  (c as Capture).build(200, headersOf({}), body);
+  (c as Capture).end();
+  await flushMicrotasks();
+  clock.advance(2000);
+  return { route, key };
+}
+
 function lookup(
   route: RouteCache,
   key: string,
@@ -179,13 +191,7 @@ describe('RouteCache', () => {
   });
 
   it('stale-while-revalidate: while one request regenerates, the others get the stale entry', async () => {
-    const { route, clock } = setup({ ttl: '1s', staleWhileRevalidate: '1m' });
-    const key = route.key('GET', '/x', {})!;
-    const [, c] = await lookup(route, key);
-    (c as Capture).build(200, headersOf({}), 'v1');
-    (c as Capture).end();
-    await flushMicrotasks();
-    clock.advance(2000);
+    const { route, key } = await staleEntry('v1');
     const [o, lead] = await lookup(route, key);
     expect(o).toBe(LEAD);
     expect(Buffer.from((lead as Capture).stale!.body).toString()).toBe('v1');
@@ -204,13 +210,7 @@ describe('RouteCache', () => {
   });
 
   it('a 5xx from the leader serves waiters the stale copy (stale-if-error) or lets them pass', async () => {
-    const { route, clock } = setup({ ttl: '1s', staleWhileRevalidate: '1m' });
-    const key = route.key('GET', '/x', {})!;
-    const [, c] = await lookup(route, key);
-    (c as Capture).build(200, headersOf({}), 'v1');
-    (c as Capture).end();
-    await flushMicrotasks();
-    clock.advance(2000);
+    const { route, key } = await staleEntry('v1');
     const [, lead] = await lookup(route, key);
     (lead as Capture).build(503, headersOf({}), 'down');
     (lead as Capture).end();
