@@ -1,7 +1,7 @@
 import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import ts from 'typescript';
 import { describe, expect, it } from 'vitest';
+import { type DocExample, typeCheckExamples } from './examples-helpers.js';
 
 /*
  * Every ```ts block in README.md and docs/*.md is type-checked against the source, as a user
@@ -12,13 +12,7 @@ import { describe, expect, it } from 'vitest';
 const root = new URL('..', import.meta.url).pathname;
 const out = join(root, '.tmp/doc-examples');
 
-interface Example {
-  doc: string;
-  line: number;
-  file: string;
-}
-
-function collect(): Example[] {
+function collect(): DocExample[] {
   const docs = [
     'README.md',
     ...readdirSync(join(root, 'docs'))
@@ -27,7 +21,7 @@ function collect(): Example[] {
   ];
   rmSync(out, { recursive: true, force: true });
   mkdirSync(out, { recursive: true });
-  const examples: Example[] = [];
+  const examples: DocExample[] = [];
   for (const doc of docs) {
     const text = readFileSync(join(root, doc), 'utf8');
     const re = /^```ts\n([\s\S]*?)^```$/gm;
@@ -55,28 +49,7 @@ describe('code examples in the docs', () => {
   });
 
   it('type-check against the source', () => {
-    const program = ts.createProgram(
-      examples.map((e) => e.file),
-      {
-        strict: true,
-        target: ts.ScriptTarget.ES2022,
-        module: ts.ModuleKind.NodeNext,
-        moduleResolution: ts.ModuleResolutionKind.NodeNext,
-        lib: ['lib.es2023.d.ts', 'lib.esnext.disposable.d.ts', 'lib.dom.d.ts'],
-        types: ['node'],
-        skipLibCheck: true,
-        noEmit: true,
-        typeRoots: [join(root, 'node_modules/@types')],
-      },
-    );
-    const problems = ts
-      .getPreEmitDiagnostics(program)
-      .filter((d) => d.file && examples.some((e) => e.file === d.file!.fileName))
-      .map((d) => {
-        const ex = examples.find((e) => e.file === d.file!.fileName)!;
-        const { line } = d.file!.getLineAndCharacterOfPosition(d.start ?? 0);
-        return `${ex.doc}:${ex.line + 1 + line}: ${ts.flattenDiagnosticMessageText(d.messageText, '\n')}`;
-      });
+    const problems = typeCheckExamples(root, examples);
     expect(problems).toEqual([]);
   }, 120_000);
 });
