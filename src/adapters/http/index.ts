@@ -20,9 +20,16 @@ export {
   type ResolvedProblemOptions,
   resolveProblemOptions,
   STATUS_BY_CODE,
+  type StatusMapping,
   statusFor,
 } from './problem.js';
 export type { RequestPolicy } from './request-policy.js';
 export type { CachedResponse, CacheKeyRequest, RouteCacheOptions } from './response-cache.js';
 export { retryAfterSeconds } from './retry-after.js';
-export { CacheSessionStore, type SessionStoreOptions } from './session-store.js';
+export {
+  CacheSessionStore,
+  type SessionCallback,
+  type SessionGetCallback,
+  type SessionLike,
+  type SessionStoreOptions,
+} from './session-store.js';

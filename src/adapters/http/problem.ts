@@ -62,7 +62,8 @@ export function resolveProblemOptions(
   };
 }
 
-interface Mapping {
+/** How one error code answers over HTTP: its status and the problem detail shown when messages are hidden. */
+export interface StatusMapping {
   status: number;
   detail: string;
 }
@@ -72,7 +73,7 @@ interface Mapping {
  * come back later), timeouts are 504 (something behind the handler did not answer in time), a
  * rate limit is 429 (this client is over its share). Codes not listed are server faults: 500.
  */
-export const STATUS_BY_CODE: Readonly<Partial<Record<ErrorCode, Mapping>>> = Object.freeze({
+export const STATUS_BY_CODE: Readonly<Partial<Record<ErrorCode, StatusMapping>>> = Object.freeze({
   E_CIRCUIT_OPEN: {
     status: 503,
     detail: 'A dependency of this endpoint is failing; it is not being called for now.',

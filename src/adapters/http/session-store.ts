@@ -38,11 +38,13 @@ const STORE_KEYS = ['cache', 'prefix', 'ttl', 'disableTouch', 'clock'] as const;
 /** The tag every session carries, so that `clear()` removes them all in one invalidation. */
 const ALL_TAG = 'buttress:sessions';
 
-type Callback = (error?: unknown) => void;
-type GetCallback = (error: unknown, session?: any) => void;
+/** The callback of a store write, `destroy` and `clear`: called with the error, or with nothing on success. */
+export type SessionCallback = (error?: unknown) => void;
+/** The callback of a store `get`: the error, or the session (undefined when there is none). */
+export type SessionGetCallback = (error: unknown, session?: any) => void;
 
 /** A session as both middlewares hand it over: data, and a cookie with an expiry or a max age. */
-interface SessionLike {
+export interface SessionLike {
   cookie?: { expires?: Date | string | null | false; maxAge?: number | null; originalMaxAge?: number | null };
 }
 
@@ -84,7 +86,7 @@ export class CacheSessionStore extends EventEmitter {
   }
 
   /** The session under `sid`, or `undefined` (never an error for a missing one). */
-  get(sid: string, callback: GetCallback): void {
+  get(sid: string, callback: SessionGetCallback): void {
     this.#cache.get<string>(sid).then(
       (text) => {
         let session: unknown;
@@ -101,7 +103,7 @@ export class CacheSessionStore extends EventEmitter {
   }
 
   /** Saves a session until its cookie expires (or for `ttl`); an expired one is destroyed. */
-  set(sid: string, session: SessionLike, callback?: Callback): void {
+  set(sid: string, session: SessionLike, callback?: SessionCallback): void {
     const ttl = this.#ttlOf(session);
     if (ttl <= 0) {
       this.destroy(sid, callback);
@@ -125,7 +127,7 @@ export class CacheSessionStore extends EventEmitter {
    * that does not save). Rewrites what the store holds, not the session given: a save another
    * instance made meanwhile is kept.
    */
-  touch(sid: string, session: SessionLike, callback?: Callback): void {
+  touch(sid: string, session: SessionLike, callback?: SessionCallback): void {
     if (!this.#touch) {
       callback?.();
       return;
@@ -150,7 +152,7 @@ export class CacheSessionStore extends EventEmitter {
   }
 
   /** Deletes a session, in every instance. */
-  destroy(sid: string, callback?: Callback): void {
+  destroy(sid: string, callback?: SessionCallback): void {
     this.#cache.delete(sid).then(
       (result) => callback?.(result.degraded ? result.error : undefined),
       (error) => callback?.(error),
@@ -158,7 +160,7 @@ export class CacheSessionStore extends EventEmitter {
   }
 
   /** Deletes every session of this store, in every instance. */
-  clear(callback?: Callback): void {
+  clear(callback?: SessionCallback): void {
     this.#cache.deleteByTag(ALL_TAG).then(
       () => callback?.(),
       (error) => callback?.(error),
