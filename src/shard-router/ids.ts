@@ -137,7 +137,9 @@ export function decodeId(id: bigint | string | number, layout?: IdLayoutOptions 
 /** The logical shard an ID carries: what routing by ID reads, without decoding the rest. */
 export function shardOfId(id: bigint | string | number, layout: IdLayout = DEFAULT_LAYOUT): number {
   const value = toU64(id);
-  return Number((value >> BigInt(layout.sequenceBits + layout.workerBits)) & ((1n << BigInt(layout.shardBits)) - 1n));
+  return Number(
+    (value >> BigInt(layout.sequenceBits + layout.workerBits)) & ((1n << BigInt(layout.shardBits)) - 1n),
+  );
 }
 
 /** An ID as an unsigned 64-bit bigint. */
@@ -211,7 +213,8 @@ export class IdGenerator {
     const opts = optionsObject(options);
     knownKeys(opts, GENERATOR_KEYS);
     const layoutOptions: IdLayoutOptions = {};
-    for (const key of LAYOUT_KEYS) if (opts[key] !== undefined) (layoutOptions as Record<string, unknown>)[key] = opts[key];
+    for (const key of LAYOUT_KEYS)
+      if (opts[key] !== undefined) (layoutOptions as Record<string, unknown>)[key] = opts[key];
     this.layout = idLayout(layoutOptions);
     const { shardBits, workerBits, sequenceBits, timeBits } = this.layout;
     this.#worker = BigInt(integer(opts.workerId, 'workerId', 0, 2 ** workerBits - 1, 0));
@@ -396,15 +399,24 @@ export function idGeneratorSql(options?: IdGeneratorSqlOptions): string {
   const opts = optionsObject(options);
   knownKeys(opts, [...LAYOUT_KEYS, 'functionName', 'sequenceName', 'workerId']);
   const layoutOptions: IdLayoutOptions = {};
-  for (const key of LAYOUT_KEYS) if (opts[key] !== undefined) (layoutOptions as Record<string, unknown>)[key] = opts[key];
+  for (const key of LAYOUT_KEYS)
+    if (opts[key] !== undefined) (layoutOptions as Record<string, unknown>)[key] = opts[key];
   const l = idLayout(layoutOptions);
   const fn = opts.functionName ?? 'buttress_next_id';
   if (typeof fn !== 'string' || !IDENT.test(fn)) {
-    throw new InvalidOptionError('functionName', fn, 'a lowercase SQL identifier, optionally schema-qualified');
+    throw new InvalidOptionError(
+      'functionName',
+      fn,
+      'a lowercase SQL identifier, optionally schema-qualified',
+    );
   }
   const seq = opts.sequenceName ?? `${fn}_seq`;
   if (typeof seq !== 'string' || !IDENT.test(seq)) {
-    throw new InvalidOptionError('sequenceName', seq, 'a lowercase SQL identifier, optionally schema-qualified');
+    throw new InvalidOptionError(
+      'sequenceName',
+      seq,
+      'a lowercase SQL identifier, optionally schema-qualified',
+    );
   }
   const worker = integer(opts.workerId, 'workerId', 0, 2 ** l.workerBits - 1, 0);
   const shardShift = l.workerBits + l.sequenceBits;

@@ -66,7 +66,7 @@ export class ShardMap {
    * @throws {InvalidOptionError} `E_INVALID_OPTION` naming the offending field: a version that is
    *   not a positive safe integer, a shard number out of range, a shard owned twice or by nobody.
    */
-  static from(spec: ShardMapSpec, option = 'map'): ShardMap {
+  static from(spec: ShardMapSpec | ShardMap, option = 'map'): ShardMap {
     if (spec instanceof ShardMap) return spec;
     if (typeof spec !== 'object' || spec === null) throw new InvalidOptionError(option, spec, 'a shard map');
     const version = integer(spec.version, `${option}.version`, 1, Number.MAX_SAFE_INTEGER);
