@@ -14,7 +14,9 @@ describe('ShardMap', () => {
     'toJSON round trip: the compact ranges rebuild a map assigning every shard to the same node',
     ([n, owners], version) => {
       const sets: Record<string, number[]> = { n0: [], n1: [], n2: [], n3: [], n4: [] };
-      owners.forEach((o, s) => sets[`n${o}`]!.push(s));
+      owners.forEach((o, s) => {
+        sets[`n${o}`]!.push(s);
+      });
       const map = shardMap({ version, logicalShards: n, assignments: sets });
       const back = ShardMap.from(JSON.parse(JSON.stringify(map.toJSON())));
       expect(back.version).toBe(version);
@@ -27,7 +29,9 @@ describe('ShardMap', () => {
     'withMove changes one shard and bumps the version by one',
     ([n, owners], pick) => {
       const sets: Record<string, number[]> = { n0: [], n1: [], n2: [], n3: [], n4: [] };
-      owners.forEach((o, s) => sets[`n${o}`]!.push(s));
+      owners.forEach((o, s) => {
+        sets[`n${o}`]!.push(s);
+      });
       const map = shardMap({ version: 3, logicalShards: n, assignments: sets });
       const s = pick % n;
       const moved = map.withMove(s, 'fresh');
