@@ -72,6 +72,12 @@ describe('jumpHash', () => {
     },
   );
 
+  it('answers its documented examples', () => {
+    expect(jumpHash('user:42', 16)).toBe(2);
+    expect(jumpHash(42, 10)).toBe(1);
+    expect(reference(42n, 10)).toBe(1);
+  });
+
   it('rejects bucket counts outside [1, 2^31 - 1]', () => {
     for (const bad of [0, -1, 1.5, 2 ** 31, Number.NaN]) expect(() => jumpHash('k', bad)).toThrow(/buckets/);
     expect(() => jumpHash(1.5, 10)).toThrow(/key/);

@@ -58,7 +58,8 @@ export function jumpWords(h: number, l: number, buckets: number): number {
  * {@link xxh64}.
  *
  * @example
- * jumpHash('user:42', 16); // a bucket in [0, 16)
+ * jumpHash('user:42', 16); // 2
+ * jumpHash(42, 10);        // 1, as JumpConsistentHash(42, 10)
  * @throws {InvalidOptionError} `E_INVALID_OPTION` for `buckets` outside [1, 2^31 - 1] or a bad key.
  */
 export function jumpHash(key: ShardKey, buckets: number): number {

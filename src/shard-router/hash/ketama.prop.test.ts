@@ -138,6 +138,13 @@ describe('ketama ring', () => {
     expect(moved / 50_000).toBeLessThan(0.15);
   });
 
+  it('answers its documented example, as hashring does', () => {
+    const servers = ['10.0.0.1:11211', '10.0.0.2:11211', '10.0.0.3:11211'];
+    expect(createKetamaRing(servers).get('session:9f2')).toBe('10.0.0.3:11211');
+    expect(new HashRing(servers).get('session:9f2')).toBe('10.0.0.3:11211');
+    expect(createKetamaRing(servers).range('session:9f2', 2)).toEqual(['10.0.0.3:11211', '10.0.0.1:11211']);
+  });
+
   it('rejects bad servers and options with E_INVALID_OPTION', () => {
     expect(() => createKetamaRing([''])).toThrow(/servers\[0\]/);
     expect(() => createKetamaRing({ a: 0 })).toThrow(/servers\.a/);

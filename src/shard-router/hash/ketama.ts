@@ -195,7 +195,7 @@ function hostOf(name: string): string {
  *
  * @example
  * const ring = createKetamaRing(['10.0.0.1:11211', '10.0.0.2:11211', '10.0.0.3:11211']);
- * ring.get('session:9f2');      // '10.0.0.2:11211'
+ * ring.get('session:9f2');      // '10.0.0.3:11211', as hashring and libketama answer
  * ring.range('session:9f2', 2); // the server and its fallback
  * @throws {InvalidOptionError} `E_INVALID_OPTION` for bad servers, weights or options.
  */

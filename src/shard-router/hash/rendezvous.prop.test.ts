@@ -109,6 +109,12 @@ describe('rendezvous', () => {
     },
   );
 
+  it('answers its documented examples', () => {
+    const nodes = ['cache-a', 'cache-b', 'cache-c'];
+    expect(rendezvous(nodes, 'session:9f2')).toBe('cache-c');
+    expect(rendezvous(nodes, 'session:9f2', { k: 2 })).toEqual(['cache-c', 'cache-a']);
+  });
+
   it('rejects bad input with E_INVALID_OPTION', () => {
     expect(() => rendezvous([], 'k')).toThrow(/nodes/);
     expect(() => rendezvous(['a', 'a'], 'k')).toThrow(/distinct/);

@@ -167,8 +167,8 @@ export function createRendezvous(nodes: readonly string[], options?: RendezvousO
  * lookups over one set of nodes, build a {@link createRendezvous} once.
  *
  * @example
- * rendezvous(['cache-a', 'cache-b', 'cache-c'], 'session:9f2');        // 'cache-b'
- * rendezvous(['cache-a', 'cache-b', 'cache-c'], 'session:9f2', { k: 2 }); // ['cache-b', 'cache-a']
+ * rendezvous(['cache-a', 'cache-b', 'cache-c'], 'session:9f2');        // 'cache-c'
+ * rendezvous(['cache-a', 'cache-b', 'cache-c'], 'session:9f2', { k: 2 }); // ['cache-c', 'cache-a']
  * @throws {InvalidOptionError} `E_INVALID_OPTION` for no nodes, duplicate names, a bad weight or `k`.
  */
 export function rendezvous(nodes: readonly string[], key: ShardKey, options?: RendezvousOptions): string;

@@ -25,6 +25,11 @@ describe('xxh64', () => {
     expect(xxh64('abc')).toBe(0x44bc2cf5ad770999n);
   });
 
+  it('answers its documented example', () => {
+    expect(xxh64('user:42')).toBe(0xdc1fea7da8d2d1c2n);
+    expect(xxh64(42)).toBe(xxh64(42n));
+  });
+
   test.prop([fc.uint8Array({ maxLength: 300 }), seed])(
     'equals the reference XXH64 for any bytes and seed (every length path: stripes, lanes, words, bytes)',
     (bytes, s) => {

@@ -330,7 +330,7 @@ export function seedWords(seed: unknown, option = 'seed'): [high: number, low: n
  * places keys with; other languages and SQL (`shardRouterSql()`) reproduce it exactly.
  *
  * @example
- * xxh64('user:42');          // 0x...n, the same as XXH64(b"user:42", seed 0) anywhere
+ * xxh64('user:42');          // 0xdc1fea7da8d2d1c2n, XXH64(b"user:42", seed 0) in any language
  * xxh64(42) === xxh64(42n);  // true: integers hash as their int64 bytes
  * @param seed XXH64's seed. @default 0
  * @throws {InvalidOptionError} `E_INVALID_OPTION` for a key of another kind, a number that is not a
