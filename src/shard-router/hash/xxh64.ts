@@ -4,10 +4,10 @@ import { encodeUtf8, utf8Bytes } from './utf8.js';
 /*
  * XXH64 (Yann Collet's xxHash, 64-bit variant; spec: xxhash_spec.md in the xxHash repository)
  * written with 32-bit integer operations only. A key hashes on the shard router's hot path, so
- * nothing here allocates and nothing uses BigInt: a 64-bit value is a pair of uint32 words (high,
- * low), products come from 16-bit limbs (exact in doubles) and Math.imul, and results land in the
- * module's two "registers" below, read by the caller right after the call. JavaScript runs one call
- * at a time, so the registers are never shared between two hashes in flight.
+ * nothing here allocates and nothing uses BigInt: a 64-bit value is a pair of 32-bit words (high,
+ * low), products come from 16-bit limbs and Math.imul, and results land in the module's two-slot
+ * register array `R` below, read by the caller right after the call. Hashing is synchronous and
+ * JavaScript runs one call at a time, so `R` is never shared between two hashes in flight.
  *
  * Keys become bytes the way every other language can reproduce (docs/shard-router.md, "The hash"):
  *
