@@ -155,18 +155,22 @@ export interface FenceRow {
 }
 
 /** The BEGIN of a routed transaction and its fence check, in one round trip. */
-export function enterSql(prefix: string, logical: number, begin: string): string {
-  // `logical` is an integer we computed: safe to inline, which lets the two statements travel as
-  // one simple query.
-  return `${begin}; SELECT state, map_version FROM ${prefix}_enter(${logical | 0})`;
+export function enterSql(prefix: string, logical: number, begin: string, readOnly: boolean): string {
+  // `logical` is an integer we computed: safe to inline, which lets the statements travel as one
+  // simple query. FOR SHARE is refused in a read-only transaction, so a read-only one turns
+  // read-only after its fence check (PostgreSQL allows that switch, not the reverse).
+  return `${begin}; SELECT state, map_version FROM ${prefix}_enter(${logical | 0})${
+    readOnly ? '; SET TRANSACTION READ ONLY' : ''
+  }`;
 }
 
 /** Reads the fence row out of the result of {@link enterSql}. */
 export function readEnter(result: unknown): FenceRow {
-  const results = Array.isArray(result) ? result : [result];
-  const row = (
-    results[results.length - 1] as { rows?: { state: string | null; map_version: string | null }[] }
-  ).rows?.[0];
+  const results = (Array.isArray(result) ? result : [result]) as {
+    command?: string;
+    rows?: { state: string | null; map_version: string | null }[];
+  }[];
+  const row = results.find((r) => r.command === 'SELECT')?.rows?.[0];
   if (row === undefined || row.state === null) return { state: 'missing', mapVersion: undefined };
   return {
     state: row.state as FenceState,

@@ -55,6 +55,8 @@ export interface CopyContext<N> {
   readonly fencePrefix: string;
   /** The router doing the move (for `logicalShards`, its hasher, `withClient`). */
   readonly router: ShardRouter<N>;
+  /** How long DDL and locks the copier takes may wait (the move's `freezeTimeout`), in ms. */
+  readonly lockTimeout: number;
   /** Opens a SQL connection on `from` or `to` (release it when done). */
   connect(node: 'from' | 'to'): Promise<SqlClient>;
   readonly signal: AbortSignal | undefined;
@@ -66,7 +68,7 @@ export interface CopyContext<N> {
  * shard frozen). For catch-up rounds it returns how many changes it applied (the move freezes
  * when a round applies at most `catchUpThreshold`).
  */
-export type CopyFunction<N> = (context: CopyContext<N>) => Promise<number | undefined> | Promise<void>;
+export type CopyFunction<N> = (context: CopyContext<N>) => Promise<unknown>;
 
 /** A copier with setup and cleanup, like the built-in {@link pgTableCopier}. */
 export interface ShardCopier<N> {
@@ -184,6 +186,7 @@ export async function moveShard<N>(
     mapVersion: version,
     fencePrefix: prefix,
     router,
+    lockTimeout: freezeTimeout,
     connect: (which) => router.openClient(which === 'from' ? from : to, signal),
     signal,
   };

@@ -341,10 +341,19 @@ export function pgTableCopier<N>(options: PgTableCopierOptions): ShardCopier<N> 
         }
         const prefix = context.fencePrefix;
         for (const t of all) {
+          // Creating a trigger locks the whole table against writes for a moment (it waits for
+          // the writes in flight): done once per table and source, and bounded by lockTimeout.
+          const present = await source.query(
+            `SELECT 1 FROM pg_trigger WHERE tgrelid = $1::regclass AND tgname = $2 AND NOT tgisinternal`,
+            [t.name, `${prefix}_capture`],
+          );
+          if (present.rows.length > 0) continue;
           const args = t.pk.map((c) => `'${c.replace(/'/g, "''")}'`).join(', ');
           await source.query(
-            `CREATE OR REPLACE TRIGGER ${prefix}_capture AFTER INSERT OR UPDATE OR DELETE ON ${t.name}
-             FOR EACH ROW EXECUTE FUNCTION ${prefix}_capture(${args})`,
+            `BEGIN; SET LOCAL lock_timeout = ${Math.ceil(context.lockTimeout)};
+             CREATE OR REPLACE TRIGGER ${prefix}_capture AFTER INSERT OR UPDATE OR DELETE ON ${t.name}
+             FOR EACH ROW EXECUTE FUNCTION ${prefix}_capture(${args});
+             COMMIT`,
           );
         }
         // Rows of the shard left on the target by an earlier move must not outlive this copy.

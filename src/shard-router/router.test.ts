@@ -309,9 +309,9 @@ class FenceNode {
           const logical = Number(/_enter\((\d+)\)/.exec(text)![1]);
           const row = node.fence.get(logical);
           return [
-            { rows: [] },
-            { rows: [] },
-            { rows: [{ state: row?.state ?? null, map_version: row?.version ?? null }] },
+            { command: 'BEGIN', rows: [] },
+            { command: 'SET', rows: [] },
+            { command: 'SELECT', rows: [{ state: row?.state ?? null, map_version: row?.version ?? null }] },
           ];
         }
         if (text === 'COMMIT') {

@@ -5,7 +5,15 @@ import type { Duration } from '../core/duration.js';
 import { AbortedError, ClosedError, InvalidOptionError, TimeoutError } from '../core/errors.js';
 import { type Disposable, Emitter, type Event } from '../core/events.js';
 import { canAbort } from '../core/signals.js';
-import { clockOption, duration, fn as fnOption, knownKeys, oneOf, optionsObject } from '../core/validate.js';
+import {
+  bool,
+  clockOption,
+  duration,
+  fn as fnOption,
+  knownKeys,
+  oneOf,
+  optionsObject,
+} from '../core/validate.js';
 import {
   isStaleShardMapError,
   ShardMapConflictError,
@@ -501,9 +509,8 @@ export class ShardRouter<N = unknown> {
     const opts = optionsObject(options);
     const isolation =
       opts.isolation === undefined ? undefined : oneOf(opts.isolation, 'isolation', ISOLATIONS);
-    const begin = `BEGIN${isolation === undefined ? '' : ` ISOLATION LEVEL ${isolation.toUpperCase()}`}${
-      opts.readOnly === true ? ' READ ONLY' : ''
-    }; SET LOCAL lock_timeout = ${Math.ceil(this.#freezeWait)}`;
+    const readOnly = bool(opts.readOnly, 'readOnly', false);
+    const begin = `BEGIN${isolation === undefined ? '' : ` ISOLATION LEVEL ${isolation.toUpperCase()}`}; SET LOCAL lock_timeout = ${Math.ceil(this.#freezeWait)}`;
     const signal = canAbort(opts.signal) ? opts.signal : undefined;
     throwIfAborted(signal);
     this.#transactions++;
@@ -511,7 +518,7 @@ export class ShardRouter<N = unknown> {
     let location = this.#resolve(target);
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.#attempt(location, fn, begin, signal, attempt);
+        return await this.#attempt(location, fn, begin, readOnly, signal, attempt);
       } catch (error) {
         if (!isStaleShardMapError(error)) throw error;
         this.#staleRejections++;
@@ -536,6 +543,7 @@ export class ShardRouter<N = unknown> {
     location: ShardLocation,
     fn: (client: SqlClient, context: TransactionContext) => Promise<T> | T,
     begin: string,
+    readOnly: boolean,
     signal: AbortSignal | undefined,
     attempt: number,
   ): Promise<T> {
@@ -547,7 +555,7 @@ export class ShardRouter<N = unknown> {
       let row: ReturnType<typeof readEnter>;
       try {
         open = true;
-        row = readEnter(await client.query(enterSql(this.#prefix, location.logical, begin)));
+        row = readEnter(await client.query(enterSql(this.#prefix, location.logical, begin, readOnly)));
       } catch (error) {
         throw this.#enterError(error, location);
       }
