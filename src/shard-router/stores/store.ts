@@ -8,8 +8,8 @@ import type { ShardMapSpec } from '../shard-map.js';
  * on the version, and pushed to the other instances (NOTIFY, pub/sub); routers also poll, so a
  * lost push only delays them by their `pollInterval`.
  *
- * Implement it to keep the map elsewhere (etcd, Consul, ZooKeeper): a conformance suite is in
- * `buttress/testing` (`shardMapStoreConformance`).
+ * Implement it to keep the map elsewhere (etcd, Consul, ZooKeeper), and check it with
+ * `shardMapStoreConformance` from `buttress/testing`, which the built-ins pass.
  */
 export interface ShardMapStore {
   /** A name for stats and errors: `'postgres:buttress_shard_map/users'`. */
