@@ -1,6 +1,7 @@
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createPgCluster, type PgCluster } from '../../src/pool/index.js';
 import { dropFenceSchemaSql } from '../../src/shard-router/fence.js';
 import {
   createIdGenerator,
@@ -186,6 +187,52 @@ async function countOn(db: string, logicals: number[]): Promise<number> {
   return rows[0]!.n;
 }
 
+describe('buttress PgCluster nodes', () => {
+  it("routes fenced transactions to each cluster's primary, and run() hands over the cluster", async () => {
+    const clusters: Record<string, PgCluster> = {
+      shard_1: createPgCluster({
+        Pool: pg.Pool,
+        primary: { ...PRIMARY, database: 'shard_1', max: 2, application_name: app },
+      }),
+      shard_3: createPgCluster({
+        Pool: pg.Pool,
+        primary: { ...PRIMARY, database: 'shard_3', max: 2, application_name: app },
+      }),
+    };
+    const clusterPrefix = uniqueName('btc');
+    try {
+      const router = createShardRouter({
+        logicalShards: 32,
+        nodes: clusters,
+        map: evenShardMap(32, ['shard_1', 'shard_3']),
+        fencePrefix: clusterPrefix,
+      });
+      await router.installFences();
+      const keys = ['cluster:a', 'cluster:b', 'cluster:c', 'cluster:d', 'cluster:e', 'cluster:f'];
+      for (const key of keys) {
+        await router.transaction(key, (client, { logical }) =>
+          client.query(`INSERT INTO ${table} (user_id, logical, name) VALUES ($1, $2, 'c')`, [key, logical]),
+        );
+      }
+      for (const key of keys) {
+        const rows = await router.run(
+          key,
+          async (cluster) =>
+            (await cluster.query(`SELECT logical FROM ${table} WHERE user_id = $1`, [key])).rows,
+        );
+        expect(rows).toEqual([{ logical: router.shardFor(key).logical }]);
+      }
+      expect(new Set(keys.map((k) => router.shardFor(k).node)).size).toBe(2);
+    } finally {
+      for (const cluster of Object.values(clusters)) {
+        await cluster.query(`DELETE FROM ${table} WHERE user_id LIKE 'cluster:%'`).catch(() => {});
+        await cluster.query(dropFenceSchemaSql(clusterPrefix)).catch(() => {});
+        await cluster.end();
+      }
+    }
+  });
+});
+
 describe('IDs minted by PostgreSQL', () => {
   it('the PL/pgSQL function mints the layout decodeId reads, and its _shard() reads JavaScript IDs', async () => {
     const fn = `${fnSchema}.next_id`;
@@ -275,8 +322,8 @@ describe('shared map stores push to every router', () => {
         pollInterval: false,
       }).ready();
       await waitFor(
-        async () => (await redis.pubsub('NUMSUB', `{${namespace}:shard-map:users}:events`))[1] === 1,
-        'the subscription',
+        async () => Number((await redis.pubsub('NUMSUB', `{${namespace}:shard-map:users}:events`))[1]) === 2,
+        'both routers to subscribe',
       );
       await first.publishMap(first.map.withMove(9, 'a'));
       await waitFor(() => second.mapVersion === 2, 'the pushed map');
