@@ -216,14 +216,8 @@ export async function moveShard<N>(
           phase = 'switch';
           switched = true;
           const next = await switchTarget(host, logical, to, sourceRow.mapVersion, signal);
-          let cleanupError: unknown;
-          if (copier.cleanup !== undefined) {
-            phase = 'cleanup';
-            cleanupError = await copier.cleanup(base, { moved: true }).then(
-              () => undefined,
-              (error: unknown) => error,
-            );
-          }
+          phase = 'cleanup';
+          const cleanupError = await cleanUp(control, prefix, base, copier);
           trace('done', { resumed: true });
           return {
             logical,
@@ -332,16 +326,8 @@ export async function moveShard<N>(
       const next = await switchTarget(host, logical, to, version, undefined);
       trace('switch', { freezeMs });
 
-      // cleanup
-      let cleanupError: unknown;
-      if (copier.cleanup !== undefined) {
-        phase = 'cleanup';
-        cleanupError = await copier.cleanup(base, { moved: true }).then(
-          () => undefined,
-          (error: unknown) => error,
-        );
-      }
-      await control.query(`DELETE FROM ${prefix}_changes WHERE logical = $1`, [logical]).catch(() => {});
+      phase = 'cleanup';
+      const cleanupError = await cleanUp(control, prefix, base, copier);
       trace('done', { freezeMs, catchUpRounds: rounds });
       return {
         logical,
@@ -423,6 +409,27 @@ async function switchTarget<N>(
     }
     if (attempt >= CAS_ATTEMPTS) throw new ShardMapConflictError(current.version, undefined);
   }
+}
+
+/**
+ * After the switch: the copier drops the source's copy, and the change log of the shard goes. A
+ * failure is returned (the move itself succeeded), not thrown.
+ */
+async function cleanUp<N>(
+  control: SqlClient,
+  prefix: string,
+  base: Omit<CopyContext<N>, 'phase'>,
+  copier: ShardCopier<N>,
+): Promise<unknown> {
+  let failure: unknown;
+  if (copier.cleanup !== undefined) {
+    failure = await copier.cleanup(base, { moved: true }).then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+  }
+  await control.query(`DELETE FROM ${prefix}_changes WHERE logical = $1`, [base.logical]).catch(() => {});
+  return failure;
 }
 
 /** Undoes a move that had not switched: the source owns L again, the target forgets it. */

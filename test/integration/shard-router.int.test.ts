@@ -11,6 +11,7 @@ import {
   idGeneratorSql,
   pgShardMapStore,
   redisShardMapStore,
+  type ShardMapStore,
   type ShardRouter,
   shardRouterSql,
 } from '../../src/shard-router/index.js';
@@ -263,6 +264,36 @@ describe('IDs minted by PostgreSQL', () => {
   });
 });
 
+/**
+ * Two routers on two store instances of one map: the first stores version 1, the second loads
+ * it; once `subscribed()`, a move stored by the first reaches the second by push alone (no polling).
+ */
+async function pushBetweenRouters(s1: ShardMapStore, s2: ShardMapStore, subscribed: () => Promise<boolean>) {
+  const nodes = { a: {}, b: {} };
+  const first = createShardRouter({
+    logicalShards: 16,
+    nodes,
+    map: evenShardMap(16, ['a', 'b']),
+    store: s1,
+    pollInterval: false,
+  });
+  await first.publishMap(first.map);
+  const second = await createShardRouter({
+    logicalShards: 16,
+    nodes,
+    store: s2,
+    pollInterval: false,
+  }).ready();
+  expect(second.mapVersion).toBe(1);
+  await waitFor(subscribed, 'the subscriptions');
+  await first.publishMap(first.map.withMove(9, 'a'));
+  await waitFor(() => second.mapVersion === 2, 'the pushed map');
+  expect(second.locate(9).node).toBe('a');
+  expect(await s1.compareAndSet(1, first.map.toJSON())).toBe(false);
+  await first.close();
+  await second.close();
+}
+
 describe('shared map stores push to every router', () => {
   it('PostgreSQL: a map stored by one router reaches the other by NOTIFY', async () => {
     const control = pool('shard_0');
@@ -270,28 +301,7 @@ describe('shared map stores push to every router', () => {
     const s1 = pgShardMapStore(control, { table: storeTable, name: 'users' });
     const s2 = pgShardMapStore(control, { table: storeTable, name: 'users' });
     try {
-      const nodes = { a: {}, b: {} };
-      const first = createShardRouter({
-        logicalShards: 16,
-        nodes,
-        map: evenShardMap(16, ['a', 'b']),
-        store: s1,
-        pollInterval: false,
-      });
-      await first.publishMap(first.map);
-      const second = await createShardRouter({
-        logicalShards: 16,
-        nodes,
-        store: s2,
-        pollInterval: false,
-      }).ready();
-      expect(second.mapVersion).toBe(1);
-      await waitFor(() => serverListening(storeTable), 'the LISTEN connection');
-      await first.publishMap(first.map.withMove(5, 'a'));
-      await waitFor(() => second.mapVersion === 2, 'the pushed map');
-      expect(second.locate(5).node).toBe('a');
-      await first.close();
-      await second.close();
+      await pushBetweenRouters(s1, s2, () => serverListening(storeTable));
     } finally {
       await s1.close();
       await s2.close();
@@ -306,31 +316,8 @@ describe('shared map stores push to every router', () => {
     const s2 = redisShardMapStore(redis, { namespace, name: 'users' });
     try {
       await redis.connect();
-      const nodes = { a: {}, b: {} };
-      const first = createShardRouter({
-        logicalShards: 16,
-        nodes,
-        map: evenShardMap(16, ['a', 'b']),
-        store: s1,
-        pollInterval: false,
-      });
-      await first.publishMap(first.map);
-      const second = await createShardRouter({
-        logicalShards: 16,
-        nodes,
-        store: s2,
-        pollInterval: false,
-      }).ready();
-      await waitFor(
-        async () => Number((await redis.pubsub('NUMSUB', `{${namespace}:shard-map:users}:events`))[1]) === 2,
-        'both routers to subscribe',
-      );
-      await first.publishMap(first.map.withMove(9, 'a'));
-      await waitFor(() => second.mapVersion === 2, 'the pushed map');
-      expect(second.locate(9).node).toBe('a');
-      expect(await s1.compareAndSet(1, first.map.toJSON())).toBe(false);
-      await first.close();
-      await second.close();
+      const channel = `{${namespace}:shard-map:users}:events`;
+      await pushBetweenRouters(s1, s2, async () => Number((await redis.pubsub('NUMSUB', channel))[1]) === 2);
     } finally {
       await s1.close();
       await s2.close();
@@ -340,7 +327,7 @@ describe('shared map stores push to every router', () => {
   });
 });
 
-/** Whether a store's LISTEN connection is up: it idles after reading the stored version. */
+/** Whether both stores' LISTEN connections are up: each idles after reading the stored version. */
 async function serverListening(storeTable: string): Promise<boolean> {
   const rows = await adminQuery<{ n: number }>(
     { ...PRIMARY, database: 'shard_0' },
@@ -348,5 +335,5 @@ async function serverListening(storeTable: string): Promise<boolean> {
      WHERE application_name = $1 AND state = 'idle' AND query LIKE $2`,
     [app, `SELECT version FROM ${storeTable} %`],
   );
-  return rows[0]!.n > 0;
+  return rows[0]!.n >= 2;
 }

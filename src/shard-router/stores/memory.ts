@@ -1,8 +1,8 @@
 import { throwIfAborted } from '../../core/abort.js';
 import { ClosedError } from '../../core/errors.js';
-import { type Disposable, toDisposable } from '../../core/events.js';
+import type { Disposable } from '../../core/events.js';
 import type { ShardMapSpec } from '../shard-map.js';
-import type { ShardMapStore } from './store.js';
+import { type ShardMapStore, VersionWatchers } from './store.js';
 
 /**
  * A shard map store in memory: for one process, and for tests that run several routers side by
@@ -24,7 +24,7 @@ export class MemoryShardMapStore implements ShardMapStore {
   readonly name = 'memory';
   #json: string | undefined;
   #version: number | undefined;
-  readonly #listeners = new Set<(version: number) => void>();
+  readonly #watchers = new VersionWatchers();
   #closed = false;
 
   constructor(initial?: ShardMapSpec) {
@@ -48,20 +48,17 @@ export class MemoryShardMapStore implements ShardMapStore {
     this.#json = JSON.stringify(next);
     this.#version = next.version;
     const version = next.version;
-    queueMicrotask(() => {
-      for (const l of [...this.#listeners]) l(version);
-    });
+    queueMicrotask(() => this.#watchers.emit(version));
     return Promise.resolve(true);
   }
 
   watch(listener: (version: number) => void): Disposable {
-    this.#listeners.add(listener);
-    return toDisposable(() => this.#listeners.delete(listener));
+    return this.#watchers.add(listener);
   }
 
   close(): Promise<void> {
     this.#closed = true;
-    this.#listeners.clear();
+    this.#watchers.close();
     return Promise.resolve();
   }
 }

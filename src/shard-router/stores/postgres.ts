@@ -1,12 +1,12 @@
 import { throwIfAborted } from '../../core/abort.js';
 import type { Clock, Timer } from '../../core/clock.js';
 import { ClosedError, InvalidOptionError } from '../../core/errors.js';
-import { type Disposable, toDisposable } from '../../core/events.js';
+import type { Disposable } from '../../core/events.js';
 import { clockOption, knownKeys, nonEmptyString, optionsObject } from '../../core/validate.js';
 import { PgCluster } from '../../pool/index.js';
 import { defaultSqlConnect, type SqlClient } from '../fence.js';
 import type { ShardMapSpec } from '../shard-map.js';
-import { parseStoredMap, type ShardMapStore } from './store.js';
+import { parseStoredMap, type ShardMapStore, VersionWatchers } from './store.js';
 
 /** What {@link pgShardMapStore} needs: a `pg.Pool` or a buttress `PgCluster` (its primary is used). */
 export interface PgStorePool {
@@ -62,7 +62,7 @@ export class PgShardMapStore implements ShardMapStore {
   readonly #table: string;
   readonly #channel: string;
   readonly #clock: Clock;
-  readonly #listeners = new Set<(version: number) => void>();
+  readonly #watchers = new VersionWatchers();
   #ensured: Promise<void> | undefined;
   #client: (SqlClient & { on?: Function; off?: Function }) | undefined;
   #connecting = false;
@@ -154,11 +154,9 @@ export class PgShardMapStore implements ShardMapStore {
 
   watch(listener: (version: number) => void): Disposable {
     if (this.#closed) throw new ClosedError('PgShardMapStore');
-    this.#listeners.add(listener);
+    const watching = this.#watchers.add(listener);
     if (this.#client === undefined && !this.#connecting && this.#retry === undefined) void this.#listen();
-    return toDisposable(() => {
-      this.#listeners.delete(listener);
-    });
+    return watching;
   }
 
   /** Opens the LISTEN connection; on failure, tries again with backoff. */
@@ -181,7 +179,7 @@ export class PgShardMapStore implements ShardMapStore {
       // Catch up on what was missed while not listening.
       const result = await client.query(`SELECT version FROM ${this.#table} WHERE name = $1`, [this.#map]);
       const version = Number(result.rows[0]?.version);
-      if (Number.isSafeInteger(version)) this.#emit(version);
+      if (Number.isSafeInteger(version)) this.#watchers.emit(version);
     } catch {
       if (client !== undefined && this.#client !== client) {
         this.#detach(client);
@@ -198,7 +196,7 @@ export class PgShardMapStore implements ShardMapStore {
     const sep = message.payload.lastIndexOf(':');
     if (message.payload.slice(0, sep) !== this.#map) return;
     const version = Number(message.payload.slice(sep + 1));
-    if (Number.isSafeInteger(version)) this.#emit(version);
+    if (Number.isSafeInteger(version)) this.#watchers.emit(version);
   };
 
   readonly #onLost = (): void => {
@@ -228,16 +226,11 @@ export class PgShardMapStore implements ShardMapStore {
     }, wait);
   }
 
-  #emit(version: number): void {
-    if (this.#closed) return;
-    for (const l of [...this.#listeners]) l(version);
-  }
-
   /** Stops listening and releases the store's connection (never `pool`). */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    this.#listeners.clear();
+    this.#watchers.close();
     if (this.#retry !== undefined) this.#clock.clearTimeout(this.#retry);
     this.#retry = undefined;
     const client = this.#client;

@@ -2,7 +2,7 @@ import { throwIfAborted } from '../../core/abort.js';
 import type { Clock } from '../../core/clock.js';
 import type { Duration } from '../../core/duration.js';
 import { ClosedError, InvalidOptionError } from '../../core/errors.js';
-import { type Disposable, toDisposable } from '../../core/events.js';
+import type { Disposable } from '../../core/events.js';
 import {
   closeSubscriber,
   duplicateSubscriber,
@@ -18,7 +18,7 @@ import {
 import { clockOption, duration, knownKeys, nonEmptyString, optionsObject } from '../../core/validate.js';
 import { compareAndSetMap } from '../scripts/index.js';
 import type { ShardMapSpec } from '../shard-map.js';
-import { parseStoredMap, type ShardMapStore } from './store.js';
+import { parseStoredMap, type ShardMapStore, VersionWatchers } from './store.js';
 
 /** Options of {@link redisShardMapStore}. */
 export interface RedisShardMapStoreOptions {
@@ -65,14 +65,14 @@ export class RedisShardMapStore implements ShardMapStore {
   readonly #channel: string;
   readonly #timeout: number;
   readonly #clock: Clock;
-  readonly #listeners = new Set<(version: number) => void>();
+  readonly #watchers = new VersionWatchers();
   #sub: SubscriberConnection | undefined;
   #closed = false;
   readonly #subListeners: SubscriberListeners = {
     message: (channel, raw) => {
       if (channel !== this.#channel) return;
       const version = Number(raw);
-      if (Number.isSafeInteger(version)) this.#emit(version);
+      if (Number.isSafeInteger(version)) this.#watchers.emit(version);
     },
     ready: () => this.#onReady(),
     close: () => {},
@@ -141,14 +141,12 @@ export class RedisShardMapStore implements ShardMapStore {
 
   watch(listener: (version: number) => void): Disposable {
     if (this.#closed) throw new ClosedError('RedisShardMapStore');
-    this.#listeners.add(listener);
+    const watching = this.#watchers.add(listener);
     if (this.#sub === undefined) {
       this.#sub = duplicateSubscriber(this.#redis);
       watchSubscriber(this.#sub, this.#subListeners);
     }
-    return toDisposable(() => {
-      this.#listeners.delete(listener);
-    });
+    return watching;
   }
 
   /** Subscribes (again, after a reconnect) and reads the stored version: pushes missed meanwhile are caught up. */
@@ -169,22 +167,17 @@ export class RedisShardMapStore implements ShardMapStore {
     ).then(
       (raw) => {
         const version = Number(raw);
-        if (raw !== null && Number.isSafeInteger(version)) this.#emit(version);
+        if (raw !== null && Number.isSafeInteger(version)) this.#watchers.emit(version);
       },
       () => {},
     );
-  }
-
-  #emit(version: number): void {
-    if (this.#closed) return;
-    for (const l of [...this.#listeners]) l(version);
   }
 
   /** Closes the store's subscriber connection (never `redis`). */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    this.#listeners.clear();
+    this.#watchers.close();
     const sub = this.#sub;
     this.#sub = undefined;
     if (sub !== undefined) await closeSubscriber(sub, this.#subListeners, this.#clock, this.#timeout);

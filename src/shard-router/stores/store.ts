@@ -1,4 +1,4 @@
-import type { Disposable } from '../../core/events.js';
+import { type Disposable, toDisposable } from '../../core/events.js';
 import type { ShardMapSpec } from '../shard-map.js';
 
 /**
@@ -43,4 +43,30 @@ export function parseStoredMap(raw: unknown): ShardMapSpec | undefined {
   if (typeof value !== 'object' || value === null) return undefined;
   const v = (value as { version?: unknown }).version;
   return typeof v === 'number' && Number.isSafeInteger(v) ? (value as ShardMapSpec) : undefined;
+}
+
+/** The watchers of a store: what `watch` adds and a push notifies; silent once closed. */
+export class VersionWatchers {
+  readonly #listeners = new Set<(version: number) => void>();
+  #closed = false;
+
+  /** Adds `listener`; dispose the result to remove it. */
+  add(listener: (version: number) => void): Disposable {
+    this.#listeners.add(listener);
+    return toDisposable(() => {
+      this.#listeners.delete(listener);
+    });
+  }
+
+  /** Tells every watcher about `version` (a listener removed meanwhile is still called this once). */
+  emit(version: number): void {
+    if (this.#closed) return;
+    for (const l of [...this.#listeners]) l(version);
+  }
+
+  /** Drops every watcher; later pushes go nowhere. */
+  close(): void {
+    this.#closed = true;
+    this.#listeners.clear();
+  }
 }
