@@ -367,6 +367,59 @@ describe('moving a logical shard under writes from two routers', () => {
     expect(total.results.reduce((s, r) => s + r.value, 0)).toBe(ledger.users.size);
   }, 120_000);
 
+  it('the write freeze holds only the shard being moved: its writes wait, the same node serves other shards', async () => {
+    const from = 'shard_0';
+    const [focus, other] = r1.map.shardsOf(from);
+    const keyOf = (logical: number) =>
+      [...ledger.users.keys()].find((k) => r1.shardFor(k).logical === logical)!;
+    const focusKey = keyOf(focus!);
+    const otherKey = keyOf(other!);
+    const inner = copier();
+    let frozen!: () => void;
+    const isFrozen = new Promise<void>((resolve) => {
+      frozen = resolve;
+    });
+    let thaw!: () => void;
+    const thawed = new Promise<void>((resolve) => {
+      thaw = resolve;
+    });
+    const holding: ShardCopier<pg.Pool> = {
+      prepare: (c) => inner.prepare!(c),
+      cleanup: (c, o) => inner.cleanup!(c, o),
+      copy: async (c) => {
+        if (c.phase === 'final') {
+          frozen();
+          await thawed;
+        }
+        return inner.copy(c);
+      },
+    };
+    const bump = (router: ShardRouter<pg.Pool>, key: string) =>
+      router.transaction(key, async (client, { node }) => {
+        await client.query(`UPDATE ${users} SET n = n + 1 WHERE user_id = $1`, [key]);
+        return node;
+      });
+    const move = r1.moveShard(focus!, 'shard_2', { copy: holding });
+    await isFrozen;
+    let focusDone = false;
+    const focusWrite = bump(r2, focusKey).then((node) => {
+      focusDone = true;
+      return node;
+    });
+    // Another logical shard on the same node commits while the frozen one waits.
+    expect(await bump(r2, otherKey)).toBe(from);
+    await sleep(100);
+    expect(focusDone).toBe(false);
+    thaw();
+    const result = await move;
+    expect(await focusWrite).toBe('shard_2');
+    ledger.users.get(focusKey)!.n++;
+    ledger.users.get(otherKey)!.n++;
+    expect(result.to).toBe('shard_2');
+    const rows = await admin('shard_2', `SELECT n FROM ${users} WHERE user_id = $1`, [focusKey]);
+    expect(rows[0].n).toBe(ledger.users.get(focusKey)!.n);
+  }, 60_000);
+
   it('a move that fails before its switch is undone: the source keeps the shard and its writes, the target nothing', async () => {
     const focus = r1.map.shardsOf('shard_3')[0]!;
     const inner = copier();
