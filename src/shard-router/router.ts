@@ -1,4 +1,4 @@
-import { neverAbortedSignal, throwIfAborted } from '../core/abort.js';
+import { neverAbortedSignal, raceAbort, throwIfAborted } from '../core/abort.js';
 import type { Clock, Timer } from '../core/clock.js';
 import { channel, publish } from '../core/diagnostics.js';
 import type { Duration } from '../core/duration.js';
@@ -718,15 +718,16 @@ export class ShardRouter<N = unknown> {
   refresh(signal?: AbortSignal): Promise<boolean> {
     if (this.#closed) return Promise.reject(new ClosedError('ShardRouter'));
     if (this.#store === undefined) return Promise.resolve(false);
-    this.#loading ??= this.#load(signal).finally(() => {
+    // One load serves every caller; each caller's signal only ends its own wait.
+    this.#loading ??= this.#load().finally(() => {
       this.#loading = undefined;
     });
-    return this.#loading;
+    return raceAbort(this.#loading, signal);
   }
 
-  async #load(signal: AbortSignal | undefined): Promise<boolean> {
+  async #load(): Promise<boolean> {
     this.#mapLoads++;
-    const spec = await this.#store!.load(signal);
+    const spec = await this.#store!.load();
     if (spec === undefined || spec.version <= this.mapVersion) return false;
     let map: ShardMap;
     try {
@@ -768,7 +769,10 @@ export class ShardRouter<N = unknown> {
       if (!(await this.#store.compareAndSet(expected, next.toJSON(), signal))) {
         throw new ShardMapConflictError(expected ?? 0, undefined);
       }
+    } else if (this.#map !== undefined && next.version <= this.#map.version) {
+      throw new ShardMapConflictError(next.version - 1, this.#map.version);
     }
+    // With a store, its compare-and-set decided; publishing the map this router started with is fine.
     this.#install(next, 'local');
   }
 
