@@ -370,7 +370,8 @@ export class ShardRouter<N = unknown> {
    * nothing: the location is a frozen object shared by every key of the logical shard.
    *
    * @example
-   * router.shardFor('user:42'); // { logical: 1893, node: 'b', mapVersion: 3 }
+   * // 4096 logical shards, the first 1024 on node 'a':
+   * router.shardFor('user:42'); // { logical: 450, node: 'a', mapVersion: 3 }
    * @throws {InvalidOptionError} `E_INVALID_OPTION` for a key that is not a string, a safe
    *   integer, a bigint in [-2^63, 2^64) or a Uint8Array.
    * @throws {ShardMapUnavailableError} `E_SHARD_MAP_UNAVAILABLE` before a map is loaded.
