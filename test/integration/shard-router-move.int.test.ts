@@ -420,6 +420,86 @@ describe('moving a logical shard under writes from two routers', () => {
     expect(rows[0].n).toBe(ledger.users.get(focusKey)!.n);
   }, 60_000);
 
+  it('a move that died before its switch is started over by moveShard', async () => {
+    // What a process dying mid-copy leaves behind: the source copying (and recording), the target incoming.
+    const focus = r1.map.shardsOf('shard_1')[0]!;
+    await admin(
+      'shard_1',
+      `UPDATE ${prefix}_fence SET state = 'copying', peer = 'shard_0' WHERE logical = $1`,
+      [focus],
+    );
+    await admin(
+      'shard_0',
+      `INSERT INTO ${prefix}_fence (logical, state, map_version, peer) VALUES ($1, 'incoming', 0, 'shard_1')
+       ON CONFLICT (logical) DO UPDATE SET state = 'incoming'`,
+      [focus],
+    );
+    const result = await r2.moveShard(focus, 'shard_0', { copy: copier() });
+    expect(result).toMatchObject({ resumed: false, to: 'shard_0' });
+    const focusKeys = [...ledger.users.keys()].filter((k) => r1.shardFor(k).logical === focus);
+    const rows = (await admin('shard_0', `SELECT user_id, n FROM ${users} WHERE user_id = ANY ($1)`, [
+      focusKeys,
+    ])) as {
+      user_id: string;
+      n: number;
+    }[];
+    expect(rows.length).toBe(focusKeys.length);
+    for (const row of rows) expect(row.n).toBe(ledger.users.get(row.user_id)!.n);
+  }, 60_000);
+
+  it('a move switched at the fences whose map could not be stored is finished by moveShard, and held writes land', async () => {
+    const inner = stores[0]!;
+    let failNext = true;
+    const flaky: ShardMapStore = {
+      name: 'flaky',
+      load: (signal) => inner.load(signal),
+      compareAndSet: (expected, next, signal) => {
+        if (failNext) {
+          failNext = false;
+          return Promise.reject(new Error('store unreachable'));
+        }
+        return inner.compareAndSet(expected, next, signal);
+      },
+      watch: (listener) => inner.watch(listener),
+      close: () => Promise.resolve(),
+    };
+    await r1.refresh();
+    const r3 = createShardRouter({
+      logicalShards: LOGICAL,
+      fencePrefix: prefix,
+      nodes: nodesOf(),
+      map: r1.map,
+      store: flaky,
+      pollInterval: false,
+    });
+    const focus = r1.map.shardsOf('shard_2')[0]!;
+    const key = [...ledger.users.keys()].find((k) => r1.shardFor(k).logical === focus)!;
+    const version = r1.mapVersion;
+    const error = await r3.moveShard(focus, 'shard_3', { copy: copier() }).catch((e: unknown) => e);
+    expect(error).toMatchObject({ code: 'E_SHARD_MOVE_FAILED', phase: 'switch' });
+    expect(r1.mapVersion).toBe(version);
+    // The old node refuses the shard; r1 (still on the old map) holds its write, waiting for a map.
+    let wrote: string | undefined;
+    const pending = r1
+      .transaction(key, async (client, { node }) => {
+        await client.query(`UPDATE ${users} SET n = n + 1 WHERE user_id = $1`, [key]);
+        return node;
+      })
+      .then((node) => {
+        wrote = node;
+      });
+    await sleep(200);
+    expect(wrote).toBeUndefined();
+    const result = await r3.moveShard(focus, 'shard_3', { copy: copier() });
+    expect(result).toMatchObject({ resumed: true, mapVersion: version + 1 });
+    await pending;
+    expect(wrote).toBe('shard_3');
+    ledger.users.get(key)!.n++;
+    const rows = await admin('shard_3', `SELECT n FROM ${users} WHERE user_id = $1`, [key]);
+    expect(rows[0].n).toBe(ledger.users.get(key)!.n);
+    await r3.close();
+  }, 60_000);
+
   it('a move that fails before its switch is undone: the source keeps the shard and its writes, the target nothing', async () => {
     const focus = r1.map.shardsOf('shard_3')[0]!;
     const inner = copier();
