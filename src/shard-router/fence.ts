@@ -159,7 +159,9 @@ export function enterSql(prefix: string, logical: number, begin: string, readOnl
   // `logical` is an integer we computed: safe to inline, which lets the statements travel as one
   // simple query. FOR SHARE is refused in a read-only transaction, so a read-only one turns
   // read-only after its fence check (PostgreSQL allows that switch, not the reverse).
-  return `${begin}; SELECT state, map_version FROM ${prefix}_enter(${logical | 0})${
+  // The lock_timeout `begin` set bounds the wait at a frozen shard only: the caller's own
+  // statements get the session's setting back.
+  return `${begin}; SELECT state, map_version FROM ${prefix}_enter(${logical | 0}); SET LOCAL lock_timeout TO DEFAULT${
     readOnly ? '; SET TRANSACTION READ ONLY' : ''
   }`;
 }

@@ -120,6 +120,22 @@ describe('10,000 users on shard_0 .. shard_3', () => {
     expect(seen.size).toBe(USERS);
   });
 
+  it("a fenced transaction leaves the caller's statements the session's lock_timeout, and read-only ones read-only", async () => {
+    const [inside, readOnly] = await Promise.all([
+      router.transaction(
+        'user:1',
+        async (client) => (await client.query('SHOW lock_timeout')).rows[0].lock_timeout,
+      ),
+      router.transaction(
+        'user:1',
+        async (client) => (await client.query('SHOW transaction_read_only')).rows[0].transaction_read_only,
+        { readOnly: true },
+      ),
+    ]);
+    expect(inside).toBe('0');
+    expect(readOnly).toBe('on');
+  });
+
   it('all() counts add up to 10,000, by node and by logical shard', async () => {
     const byNode = await router.all(async (p, { logicals }) => {
       const { rows } = await p.query(`SELECT count(*)::int AS n FROM ${table} WHERE logical = ANY ($1)`, [
