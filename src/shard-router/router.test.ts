@@ -1,3 +1,4 @@
+import dc from 'node:diagnostics_channel';
 import { fc, test as propTest } from '@fast-check/vitest';
 import { describe, expect, it, vi } from 'vitest';
 import { hasCode } from '../core/errors.js';
@@ -426,5 +427,47 @@ describe('transaction (fenced)', () => {
       }),
     ).rejects.toThrow('nope');
     expect(fa.writes).toEqual([]);
+  });
+});
+
+describe('diagnostics channels', () => {
+  it('publish map changes, stale refusals and scatters under buttress:shard-router:<op>, only to subscribers', async () => {
+    const seen: Record<string, unknown[]> = { map: [], stale: [], all: [] };
+    const subs = Object.keys(seen).map((op) => {
+      const listener = (message: unknown) => seen[op]!.push(message);
+      dc.subscribe(`buttress:shard-router:${op}`, listener);
+      return () => dc.unsubscribe(`buttress:shard-router:${op}`, listener);
+    });
+    try {
+      const store = memoryShardMapStore(evenShardMap(8, ['a', 'b']).toJSON());
+      const r = await createShardRouter({
+        logicalShards: 8,
+        nodes,
+        store,
+        pollInterval: false,
+        name: 'diag',
+      }).ready();
+      await r.publishMap(r.map.withMove(0, 'b'));
+      await r.all(() => 1);
+      expect(seen.map).toEqual([
+        { router: 'diag', previous: undefined, current: 1, source: 'store' },
+        { router: 'diag', previous: 1, current: 2, source: 'local' },
+      ]);
+      expect(seen.all).toEqual([{ router: 'diag', mapVersion: 2, results: 2, failures: 0 }]);
+      const fenced = new FenceNode();
+      const f = createShardRouter({
+        logicalShards: 4,
+        nodes: { a: fenced },
+        map: evenShardMap(4, ['a']),
+        connect: (node) => node.connect(),
+        staleRetryTimeout: 0,
+      });
+      await expect(f.transaction('k', () => 1)).rejects.toSatisfy(isStaleShardMapError);
+      expect(seen.stale).toHaveLength(1);
+      expect(seen.stale[0]).toMatchObject({ router: 'shard-router', attempt: 1 });
+      await r.close();
+    } finally {
+      for (const off of subs) off();
+    }
   });
 });
