@@ -432,9 +432,9 @@ describe('transaction (fenced)', () => {
 
 describe('diagnostics channels', () => {
   it('publish map changes, stale refusals and scatters under buttress:shard-router:<op>, only to subscribers', async () => {
-    const seen: Record<string, unknown[]> = { map: [], stale: [], all: [] };
+    const seen = { map: [] as unknown[], stale: [] as unknown[], all: [] as unknown[] };
     const subs = Object.keys(seen).map((op) => {
-      const listener = (message: unknown) => seen[op]!.push(message);
+      const listener = (message: unknown) => seen[op as keyof typeof seen].push(message);
       dc.subscribe(`buttress:shard-router:${op}`, listener);
       return () => dc.unsubscribe(`buttress:shard-router:${op}`, listener);
     });
