@@ -45,6 +45,26 @@ describe('xxh64', () => {
     },
   );
 
+  const ascii = fc.string({
+    unit: fc.integer({ min: 0, max: 0x7f }).map((c) => String.fromCharCode(c)),
+    maxLength: 31,
+  });
+  test.prop([
+    ascii,
+    fc.nat(),
+    fc.constantFrom('\u0080', '\u00e9', '\u00ff', '\u0100', '\u20ac', '\ud83d\ude00', '\ud800', '\uffff'),
+  ])(
+    'hashes a short string with one non-ASCII unit anywhere as its UTF-8 bytes (the ASCII path hands it over)',
+    (s, at, unit) => {
+      const key = s.slice(0, at % (s.length + 1)) + unit + s.slice(at % (s.length + 1));
+      expect(xxh64(key)).toBe(reference(Buffer.from(key, 'utf8'), 0n));
+    },
+  );
+
+  test.prop([ascii, seed])('hashes a short ASCII string as its bytes (the direct path)', (s, sd) => {
+    expect(xxh64(s, sd)).toBe(reference(Buffer.from(s, 'latin1'), sd));
+  });
+
   test.prop([fc.string({ maxLength: 4000 })])('hashes long strings as their UTF-8 bytes too', (s) => {
     expect(xxh64(s)).toBe(reference(Buffer.from(s, 'utf8'), 0n));
   });

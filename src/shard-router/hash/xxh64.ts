@@ -140,6 +140,27 @@ function merge(h: number, l: number, vh: number, vl: number): void {
   add(mh | 0, ml, P4H, P4L);
 }
 
+/** A 4-byte word of the tail: h ^= word * P1; h = rotl(h, 23) * P2 + P3, into R. */
+function mixWord(h: number, l: number, w: number): void {
+  const xh = h ^ (mulHi(w, P1L) + Math.imul(w, P1H));
+  const xl = l ^ Math.imul(w, P1L);
+  const rh = (xh << 23) | (xl >>> 9);
+  const rl = (xl << 23) | (xh >>> 9);
+  const ml = Math.imul(rl, P2L);
+  const mh = mulHi(rl, P2L) + Math.imul(rh, P2L) + Math.imul(rl, P2H);
+  add(mh | 0, ml, P3H, P3L);
+}
+
+/** A byte of the tail: h ^= byte * P5; h = rotl(h, 11) * P1, into R. */
+function mixByte(h: number, l: number, b: number): void {
+  const xh = h ^ (mulHi(b, P5L) + Math.imul(b, P5H));
+  const xl = l ^ Math.imul(b, P5L);
+  const rh = (xh << 11) | (xl >>> 21);
+  const rl = (xl << 11) | (xh >>> 21);
+  R[1] = Math.imul(rl, P1L);
+  R[0] = mulHi(rl, P1L) + Math.imul(rh, P1L) + Math.imul(rl, P1H);
+}
+
 /** XXH64 of `bytes[0, length)` with the seed (seedH, seedL), into R. */
 function xxh64Into(bytes: Uint8Array, length: number, seedH: number, seedL: number): void {
   let i = 0;
@@ -211,31 +232,75 @@ function xxh64Into(bytes: Uint8Array, length: number, seedH: number, seedL: numb
     i += 8;
   }
   if (i + 4 <= length) {
-    // h ^= u32 * P1; h = rotl(h, 23) * P2 + P3
-    const w = u32(bytes, i);
-    const xh = h ^ (mulHi(w, P1L) + Math.imul(w, P1H));
-    const xl = l ^ Math.imul(w, P1L);
-    const rh = (xh << 23) | (xl >>> 9);
-    const rl = (xl << 23) | (xh >>> 9);
-    const ml = Math.imul(rl, P2L);
-    const mh = mulHi(rl, P2L) + Math.imul(rh, P2L) + Math.imul(rl, P2H);
-    add(mh | 0, ml, P3H, P3L);
+    mixWord(h, l, u32(bytes, i));
     h = R[0]!;
     l = R[1]!;
     i += 4;
   }
   while (i < length) {
-    // h ^= byte * P5; h = rotl(h, 11) * P1
-    const b = bytes[i]!;
-    const xh = h ^ (mulHi(b, P5L) + Math.imul(b, P5H));
-    const xl = l ^ Math.imul(b, P5L);
-    const rh = (xh << 11) | (xl >>> 21);
-    const rl = (xl << 11) | (xh >>> 21);
-    l = Math.imul(rl, P1L);
-    h = (mulHi(rl, P1L) + Math.imul(rh, P1L) + Math.imul(rl, P1H)) | 0;
+    mixByte(h, l, bytes[i]!);
+    h = R[0]!;
+    l = R[1]!;
     i++;
   }
   avalanche(h, l);
+}
+
+/**
+ * Four UTF-16 units of `s` from `i` as the little-endian word of their bytes, or -1 when one of
+ * them is not ASCII (a word of ASCII bytes never has bit 7 set, so -1 is never a real answer).
+ */
+function chars4(s: string, i: number): number {
+  const a = s.charCodeAt(i);
+  const b = s.charCodeAt(i + 1);
+  const c = s.charCodeAt(i + 2);
+  const d = s.charCodeAt(i + 3);
+  if ((a | b | c | d) > 0x7f) return -1;
+  return a | (b << 8) | (c << 16) | (d << 24);
+}
+
+/**
+ * XXH64 of a short string read straight from its UTF-16 units, into R: for an ASCII string they are
+ * its UTF-8 bytes, so the encoding pass through the scratch buffer is skipped. Returns false at the
+ * first unit above 0x7f (R then holds nothing useful): the caller encodes the string and hashes its
+ * bytes instead. Strings of 32 units or more, which XXH64 hashes in stripes, always take the
+ * encoding path.
+ */
+function xxh64AsciiInto(s: string, seedH: number, seedL: number): boolean {
+  const length = s.length;
+  add(seedH, seedL, P5H, P5L);
+  add(R[0]!, R[1]!, 0, length);
+  let h = R[0]!;
+  let l = R[1]!;
+  let i = 0;
+  while (i + 8 <= length) {
+    const lo = chars4(s, i);
+    const hi = chars4(s, i + 4);
+    if (lo === -1 || hi === -1) return false;
+    round(0, 0, hi, lo);
+    mixLane(h ^ R[0]!, l ^ R[1]!);
+    h = R[0]!;
+    l = R[1]!;
+    i += 8;
+  }
+  if (i + 4 <= length) {
+    const w = chars4(s, i);
+    if (w === -1) return false;
+    mixWord(h, l, w);
+    h = R[0]!;
+    l = R[1]!;
+    i += 4;
+  }
+  while (i < length) {
+    const b = s.charCodeAt(i);
+    if (b > 0x7f) return false;
+    mixByte(h, l, b);
+    h = R[0]!;
+    l = R[1]!;
+    i++;
+  }
+  avalanche(h, l);
+  return true;
 }
 
 /** XXH64 of the 8 bytes of the int64 (laneH, laneL), little-endian, into R. */
@@ -260,6 +325,7 @@ const BIGINT_MAX = 2n ** 64n - 1n;
  */
 export function hashKeyInto(key: ShardKey, seedH: number, seedL: number): void {
   if (typeof key === 'string') {
+    if (key.length < 32 && xxh64AsciiInto(key, seedH, seedL)) return;
     const length = encodeUtf8(key);
     xxh64Into(utf8Bytes(), length, seedH, seedL);
   } else if (typeof key === 'number') {
