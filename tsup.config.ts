@@ -13,6 +13,7 @@ export const entries = {
   'pool/index': 'src/pool/index.ts',
   'queue/index': 'src/queue/index.ts',
   'retry/index': 'src/retry/index.ts',
+  'shard-router/index': 'src/shard-router/index.ts',
   'testing/index': 'src/testing/index.ts',
 };
 

@@ -10,3 +10,4 @@ export * from './core/public.js';
 export * from './pool/index.js';
 export * from './queue/index.js';
 export * from './retry/index.js';
+export * from './shard-router/index.js';

@@ -47,6 +47,18 @@ export const ErrorCodes = {
     'A PostgreSQL node could not be reached or dropped the connection (refused, reset, terminated, shutting down).',
   E_HTTP_STATUS:
     "A route's handler answered with a 5xx status: the HTTP adapters count it as a failure for the route's breaker and limiter.",
+  E_STALE_SHARD_MAP:
+    'A fenced shard transaction reached a node that no longer owns (or does not yet own) its logical shard: the map it was routed with is stale.',
+  E_SHARD_MAP_CONFLICT:
+    'The shard map changed under a compare-and-set (another process wrote a newer version first).',
+  E_SHARD_MAP_UNAVAILABLE:
+    'The shard router has no usable shard map: none loaded yet from its store, or the map it was given names an unknown node.',
+  E_SHARD_MOVE_FAILED:
+    'An online move of a logical shard stopped before its switch (copy failed, the write freeze timed out, ...); the shard stays where it was.',
+  E_SCATTER_FAILED:
+    "A scatter-gather (`all()`) with `partial: 'fail'` saw at least one shard or node fail; the error holds every result and failure.",
+  E_CLOCK_BACKWARDS:
+    "The ID generator's clock went back by more than its tolerance: it refused to mint an ID that could repeat.",
 } as const;
 
 /** A stable buttress error code. */

@@ -12,4 +12,8 @@ export {
   type QueueConformanceOptions,
   queueBackendConformance,
 } from './queue-conformance.js';
+export {
+  type ShardMapStoreConformanceOptions,
+  shardMapStoreConformance,
+} from './shard-map-store-conformance.js';
 export { createTcpProxy, type TcpAddress, TcpProxy, type TcpProxyOptions } from './tcp-proxy.js';
