@@ -1,0 +1,259 @@
+/**
+ * The side-by-side table and the verdict. The verdict is built from the numbers of the two runs:
+ * each sentence compares them and says what it finds, whichever way it goes.
+ */
+import type { RunResult } from './scenario.js';
+import type { Observed } from './surge.js';
+
+export interface Summary {
+  requests: number;
+  ok: number;
+  /** Successful answers per second of the run. */
+  throughput: number;
+  p50: number;
+  p99: number;
+  /** Checkouts and product reads separately. */
+  browseP99: number;
+  buyP99: number;
+  /** Failures a shopper saw: 5xx other than 503, timeouts, connection errors. */
+  errors: number;
+  /** 503 answers with Retry-After (load shed, or payments paused), fast by design. */
+  shed: number;
+  /** Of those: over the checkout limit, and while the payments circuit was open. */
+  shedByLimiter: number;
+  shedByBreaker: number;
+  shedP50: number;
+  shedP99: number;
+  ordersPaid: number;
+  checkoutsAttempted: number;
+  dbReads: number;
+  dbWrites: number;
+  paymentCalls: number;
+  paymentFailures: number;
+  paymentCallsWhileDown: number;
+  paymentDownMs: number;
+  /** When the provider came back, ms into the run. */
+  paymentBackAt: number;
+  surgeEndsAt: number;
+  emailsSent: number;
+  emailsLost: number;
+}
+
+export function percentile(values: readonly number[], q: number): number {
+  if (values.length === 0) return 0;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]!;
+}
+
+const count = (o: Observed, match: (status: number) => boolean) => {
+  let n = 0;
+  for (const [status, times] of o.statuses) if (match(status)) n += times;
+  return n;
+};
+
+export function summarize(run: RunResult): Summary {
+  const { browse, buy } = run.load;
+  const all = [...browse.latencies, ...buy.latencies];
+  const answered = all.length;
+  const noAnswer = browse.timeouts + buy.timeouts + browse.connectionErrors + buy.connectionErrors;
+  const ok = count(browse, (s) => s < 400) + count(buy, (s) => s < 400);
+  const shedBy = (code: string) => (browse.shed.get(code) ?? 0) + (buy.shed.get(code) ?? 0);
+  let shed = 0;
+  for (const o of [browse, buy]) for (const n of o.shed.values()) shed += n;
+  // A 503 without Retry-After is a failure, not a deliberate refusal.
+  const serverErrors = count(browse, (s) => s >= 500) + count(buy, (s) => s >= 500) - shed;
+  return {
+    requests: answered + noAnswer,
+    ok,
+    throughput: ok / (run.profile.durationMs / 1000),
+    p50: percentile(all, 0.5),
+    p99: percentile(all, 0.99),
+    browseP99: percentile(browse.latencies, 0.99),
+    buyP99: percentile(buy.latencies, 0.99),
+    errors: serverErrors + noAnswer,
+    shed,
+    shedByLimiter: shedBy('E_BULKHEAD_FULL'),
+    shedByBreaker: shedBy('E_CIRCUIT_OPEN'),
+    shedP50: percentile([...browse.shedLatencies, ...buy.shedLatencies], 0.5),
+    shedP99: percentile([...browse.shedLatencies, ...buy.shedLatencies], 0.99),
+    ordersPaid: run.counters.ordersPaid,
+    checkoutsAttempted: buy.latencies.length + buy.timeouts + buy.connectionErrors,
+    dbReads: run.db.reads,
+    dbWrites: run.db.writes,
+    paymentCalls: run.payments.calls,
+    paymentFailures: run.payments.failures,
+    paymentCallsWhileDown: run.payments.callsWhileDown,
+    paymentDownMs: run.payments.downMs,
+    paymentBackAt: run.profile.brownout.from + run.payments.downMs,
+    surgeEndsAt: run.profile.surge.until,
+    emailsSent: run.emails.sent,
+    emailsLost: run.counters.ordersPaid - run.emails.sent,
+  };
+}
+
+const int = (n: number) => Math.round(n).toLocaleString('en-US');
+const ms = (n: number) => (n >= 100 ? int(n) : n.toFixed(1)) + ' ms';
+const secs = (n: number) => (n / 1000).toFixed(1) + ' s';
+
+/** The table's rows: label, then one cell per run. */
+export function tableRows(a: Summary, b: Summary): string[][] {
+  const row = (label: string, f: (s: Summary) => string) => [label, f(a), f(b)];
+  return [
+    row('requests sent', (s) => int(s.requests)),
+    row('throughput (2xx/s)', (s) => int(s.throughput)),
+    row('latency p50', (s) => ms(s.p50)),
+    row('latency p99', (s) => ms(s.p99)),
+    row('  product pages p99', (s) => ms(s.browseP99)),
+    row('  checkouts p99', (s) => ms(s.buyP99)),
+    row('errors (5xx, timeouts)', (s) => int(s.errors)),
+    row('503 + Retry-After (shed)', (s) =>
+      s.shed === 0
+        ? '0'
+        : `${int(s.shed)} (${int(s.shedByLimiter)} limiter, ${int(s.shedByBreaker)} breaker)`,
+    ),
+    row('database calls', (s) => `${int(s.dbReads + s.dbWrites)} (${int(s.dbReads)} reads)`),
+    row('payment calls', (s) => `${int(s.paymentCalls)} (${int(s.paymentFailures)} failed)`),
+    row('payments down for', (s) => secs(s.paymentDownMs)),
+    row('orders paid', (s) => int(s.ordersPaid)),
+    row(
+      'emails sent',
+      (s) => `${int(s.emailsSent)}${s.emailsLost > 0 ? ` (${int(s.emailsLost)} lost)` : ''}`,
+    ),
+  ];
+}
+
+export function formatTable(header: string[], rows: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: string[]) =>
+    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('   ');
+  const rule = widths.map((w) => '-'.repeat(w)).join('   ');
+  return [line(header), rule, ...rows.map(line)].join('\n');
+}
+
+/** How many times `x` is `y`, in words: "3.2x", or "about the same". */
+const times = (x: number, y: number) => {
+  if (y === 0) return x === 0 ? 'the same' : 'infinitely';
+  const r = x / y;
+  return r >= 10 ? `${int(r)}x` : `${r.toFixed(1)}x`;
+};
+
+/**
+ * Plain words from the numbers of the unprotected run `a` and the protected run `b`. Each
+ * sentence compares one thing and says which way it went, with a margin so that run-to-run
+ * noise does not flip a word: "about the same" within 10%.
+ */
+export function verdict(a: Summary, b: Summary, protectedRun: RunResult): string[] {
+  const d = protectedRun.details;
+  const out: string[] = [];
+  const better = (x: number, y: number) => x > y * 1.1;
+
+  // Throughput and latency.
+  if (better(b.throughput, a.throughput)) {
+    out.push(
+      `With buttress the store served ${times(b.throughput, a.throughput)} as many successful requests ` +
+        `per second (${int(b.throughput)} against ${int(a.throughput)}), and ${latencyWords(a, b)}.`,
+    );
+  } else if (better(a.throughput, b.throughput)) {
+    out.push(
+      `With buttress the store served fewer successful requests per second (${int(b.throughput)} against ` +
+        `${int(a.throughput)}), and ${latencyWords(a, b)}.`,
+    );
+  } else {
+    out.push(
+      `Both stores served about as many successful requests per second (${int(b.throughput)} and ` +
+        `${int(a.throughput)}), and ${latencyWords(a, b)}.`,
+    );
+  }
+
+  // The database.
+  const dbA = a.dbReads;
+  const dbB = b.dbReads;
+  if (dbB < dbA) {
+    out.push(
+      `The database answered ${int(dbB)} product reads instead of ${int(dbA)} (${times(dbA, dbB)} fewer): ` +
+        `the cache served ${int(d.cacheHits ?? 0)} reads from memory` +
+        (protectedRun.counters.sharedLoads > 0
+          ? `, and ${int(protectedRun.counters.sharedLoads)} requests for a product being loaded shared its one query (single-flight).`
+          : '.'),
+    );
+  } else {
+    out.push(`The cache did not spare the database: ${int(dbB)} product reads against ${int(dbA)}.`);
+  }
+
+  // Shedding and errors.
+  if (b.shed > 0) {
+    out.push(
+      `${int(b.shed)} requests were turned away on purpose, with 503 and Retry-After, half of them within ` +
+        `${ms(b.shedP50)} (p99 ${ms(b.shedP99)}): ${int(b.shedByLimiter)} checkouts over the concurrency the ` +
+        `adaptive limiter learned the payment provider could take (${int(d.checkoutLimit ?? 0)} at the end), ` +
+        `and ${int(b.shedByBreaker)} while the payments circuit was open.`,
+    );
+  }
+  if (a.errors > b.errors) {
+    out.push(
+      `Shoppers saw ${int(b.errors)} errors or timeouts with buttress against ${int(a.errors)} without` +
+        (a.errors > 0 && b.errors === 0 ? ': none at all.' : '.'),
+    );
+  } else {
+    out.push(
+      `Shoppers saw ${int(b.errors)} errors or timeouts with buttress, against ${int(a.errors)} without.`,
+    );
+  }
+
+  // Payments.
+  const opened = d.breakerOpened ?? 0;
+  const back = (x: Summary) =>
+    x.paymentBackAt > x.surgeEndsAt
+      ? `came back only at ${secs(x.paymentBackAt)}, after the surge had ended`
+      : `came back at ${secs(x.paymentBackAt)}`;
+  const whileDown =
+    b.paymentCallsWhileDown < a.paymentCallsWhileDown
+      ? `it received ${int(b.paymentCallsWhileDown)} calls while down instead of ${int(a.paymentCallsWhileDown)}`
+      : `it still received ${int(b.paymentCallsWhileDown)} calls while down (${int(a.paymentCallsWhileDown)} without buttress)`;
+  out.push(
+    (opened > 0
+      ? `When the payment provider went down, the payments breaker opened (${int(opened)} times in all, ` +
+        `re-opening after failed trial calls) and ${whileDown}. `
+      : `The payments breaker never opened, and ${whileDown}. `) +
+      `With buttress the provider ${back(b)} (down ${secs(b.paymentDownMs)}); without, it ${back(a)} ` +
+      `(down ${secs(a.paymentDownMs)}). Budgeted retries recovered transient failures: ` +
+      `${int(d.paymentRetries ?? 0)} retries, ${int(d.budgetRefusals ?? 0)} refused by the budget.`,
+  );
+  const paidWords = better(b.ordersPaid, a.ordersPaid)
+    ? `${int(b.ordersPaid)} orders were paid instead of ${int(a.ordersPaid)}`
+    : `${int(b.ordersPaid)} orders were paid (${int(a.ordersPaid)} without buttress)`;
+
+  // Emails.
+  const emailWords =
+    b.emailsLost === 0
+      ? `every one of them got its confirmation email through the queue`
+      : `${int(b.emailsLost)} of them are still missing their email`;
+  out.push(
+    `${paidWords}; ${emailWords}` +
+      (a.emailsLost > 0
+        ? `, where sending it inside the request lost ${int(a.emailsLost)} emails to the mailer's hiccups.`
+        : '.'),
+  );
+  return out;
+}
+
+function latencyWords(a: Summary, b: Summary): string {
+  if (b.p99 < a.p99 * 0.9) return `its p99 latency was ${ms(b.p99)} instead of ${ms(a.p99)}`;
+  if (b.p99 > a.p99 * 1.1) return `its p99 latency was higher: ${ms(b.p99)} against ${ms(a.p99)}`;
+  return `its p99 latency was about the same (${ms(b.p99)} against ${ms(a.p99)})`;
+}
+
+/** Breaks `text` into lines of at most `width` characters. */
+export function wrapText(text: string, width = 100): string {
+  const lines: string[] = [];
+  let line = '';
+  for (const word of text.split(' ')) {
+    if (line !== '' && line.length + 1 + word.length > width) {
+      lines.push(line);
+      line = word;
+    } else {
+      line = line === '' ? word : `${line} ${word}`;
+    }
+  }
+  return [...lines, line].join('\n');
+}
