@@ -203,6 +203,7 @@ export function protectedStore({ db, payments, mailer, redis }: StoreServices): 
       const r = paymentRetry.stats();
       return {
         cacheHits: c.l1Hits + c.l2Hits + c.gracedHits,
+        cacheL2Hits: c.l2Hits,
         cacheLoads: c.loads,
         breakerOpened,
         paymentRetries: r.retries,

@@ -171,7 +171,8 @@ export function verdict(a: Summary, b: Summary, protectedRun: RunResult): string
   if (dbB < dbA) {
     out.push(
       `The database answered ${int(dbB)} product reads instead of ${int(dbA)} (${times(dbA, dbB)} fewer): ` +
-        `the cache served ${int(d.cacheHits ?? 0)} reads from memory` +
+        `the cache served ${int(d.cacheHits ?? 0)} reads` +
+        ((d.cacheL2Hits ?? 0) > 0 ? ` (${int(d.cacheL2Hits ?? 0)} of them from Redis)` : ' from memory') +
         (protectedRun.counters.sharedLoads > 0
           ? `, and ${int(protectedRun.counters.sharedLoads)} requests for a product being loaded shared its one query (single-flight).`
           : '.'),
@@ -189,14 +190,14 @@ export function verdict(a: Summary, b: Summary, protectedRun: RunResult): string
         `and ${int(b.shedByBreaker)} while the payments circuit was open.`,
     );
   }
-  if (a.errors > b.errors) {
-    out.push(
-      `Shoppers saw ${int(b.errors)} errors or timeouts with buttress against ${int(a.errors)} without` +
-        (a.errors > 0 && b.errors === 0 ? ': none at all.' : '.'),
-    );
+  const errorWords = (n: number) => (n === 1 ? '1 error or timeout' : `${int(n)} errors or timeouts`);
+  if (b.errors === 0 && a.errors > 0) {
+    out.push(`Shoppers saw no errors or timeouts with buttress, against ${errorWords(a.errors)} without.`);
+  } else if (b.errors < a.errors) {
+    out.push(`Shoppers saw ${errorWords(b.errors)} with buttress, against ${errorWords(a.errors)} without.`);
   } else {
     out.push(
-      `Shoppers saw ${int(b.errors)} errors or timeouts with buttress, against ${int(a.errors)} without.`,
+      `Shoppers saw more failures with buttress: ${errorWords(b.errors)}, against ${int(a.errors)} without.`,
     );
   }
 
@@ -216,18 +217,21 @@ export function verdict(a: Summary, b: Summary, protectedRun: RunResult): string
         `re-opening after failed trial calls) and ${whileDown}. `
       : `The payments breaker never opened, and ${whileDown}. `) +
       `With buttress the provider ${back(b)} (down ${secs(b.paymentDownMs)}); without, it ${back(a)} ` +
-      `(down ${secs(a.paymentDownMs)}). Budgeted retries recovered transient failures: ` +
-      `${int(d.paymentRetries ?? 0)} retries, ${int(d.budgetRefusals ?? 0)} refused by the budget.`,
+      `(down ${secs(a.paymentDownMs)}). Failed charges were retried ${int(d.paymentRetries ?? 0)} times ` +
+      `with the order id as idempotency key, and the retry budget refused ${int(d.budgetRefusals ?? 0)} more.`,
   );
   const paidWords = better(b.ordersPaid, a.ordersPaid)
     ? `${int(b.ordersPaid)} orders were paid instead of ${int(a.ordersPaid)}`
     : `${int(b.ordersPaid)} orders were paid (${int(a.ordersPaid)} without buttress)`;
 
   // Emails.
+  const queued = d.stillQueued ?? 0;
   const emailWords =
     b.emailsLost === 0
-      ? `every one of them got its confirmation email through the queue`
-      : `${int(b.emailsLost)} of them are still missing their email`;
+      ? `every one of them got its confirmation email through the queue` +
+        (protectedRun.settleMs >= 50 ? `, the last ${secs(protectedRun.settleMs)} after the surge` : '')
+      : `${int(b.emailsLost)} of them are missing their email` +
+        (queued > 0 ? ` (${int(queued)} still queued when the demo stopped waiting)` : '');
   out.push(
     `${paidWords}; ${emailWords}` +
       (a.emailsLost > 0
