@@ -56,8 +56,8 @@ describe('flash-sale building blocks', () => {
     try {
       const statuses: number[] = [];
       for (let i = 0; i < 12; i++) statuses.push((await checkout()).statusCode);
-      // Failures first (each retried within the budget), then the breaker opens.
-      expect(statuses[0]).toBe(500);
+      // Failures first (502: the provider failed; each retried within the budget), then the breaker opens.
+      expect(statuses[0]).toBe(502);
       expect(statuses.at(-1)).toBe(503);
       expect(statuses.indexOf(503)).toBeLessThan(8);
       const calls = payments.calls;
@@ -68,6 +68,36 @@ describe('flash-sale building blocks', () => {
       expect(refused.json()).toMatchObject({ status: 503, code: 'E_CIRCUIT_OPEN' });
       expect(payments.calls).toBe(calls);
       expect(store.details().breakerOpened).toBe(1);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('checkouts over the limit are shed at once with 503, Retry-After and E_BULKHEAD_FULL; the rest are paid', async () => {
+    // A slow but healthy provider with room for all: only the limiter (8 at once, 8 waiting up to
+    // 50 ms) turns checkouts away.
+    const payments = new PaymentService({ capacity: 100, latencyMs: [200, 200], flakiness: 0 });
+    const store = protectedStore(services(payments));
+    try {
+      const responses = await Promise.all(
+        Array.from({ length: 40 }, (_, i) =>
+          store.app.inject({
+            method: 'POST',
+            url: '/checkout',
+            payload: { productId: 1, customer: `c${i}` },
+          }),
+        ),
+      );
+      const shed = responses.filter((r) => r.statusCode === 503);
+      const paid = responses.filter((r) => r.statusCode === 201);
+      expect(shed.length + paid.length).toBe(40);
+      expect(paid.length).toBeGreaterThanOrEqual(8);
+      expect(shed.length).toBeGreaterThanOrEqual(24);
+      for (const r of shed) {
+        expect(r.json()).toMatchObject({ status: 503, code: 'E_BULKHEAD_FULL' });
+        expect(r.headers['retry-after']).toMatch(/^[1-9]\d*$/);
+      }
+      expect(store.counters.ordersPaid).toBe(paid.length);
     } finally {
       await store.close();
     }
@@ -113,7 +143,7 @@ describe('flash-sale quick surge, both stores over loopback', () => {
     // Shedding: deliberate 503s, every one with Retry-After, fast compared with the plain store.
     expect(b.shed, table).toBeGreaterThan(0);
     expect(guarded.load.browse.unavailable + guarded.load.buy.unavailable).toBe(0);
-    expect(b.shedP50, table).toBeLessThan(a.p50);
+    expect(b.breakerP50, table).toBeLessThan(a.p50);
     // Payments: the breaker opened during the outage, and the provider saw far fewer calls while down.
     expect(guarded.details.breakerOpened, table).toBeGreaterThanOrEqual(1);
     expect(b.shedByBreaker, table).toBeGreaterThan(0);
@@ -122,6 +152,8 @@ describe('flash-sale quick surge, both stores over loopback', () => {
     expect(b.ordersPaid, table).toBeGreaterThan(0);
     expect(guarded.emails.sent, table).toBe(guarded.counters.ordersPaid);
     expect(guarded.counters.emailsLost).toBe(0);
+    // Nobody charged without an order: the payments timeout is above the provider's slowest answer.
+    expect(guarded.payments.charged, table).toBe(guarded.counters.ordersPaid);
     // Shoppers: faster answers and fewer failures with buttress.
     expect(b.p99, table).toBeLessThan(a.p99);
     expect(b.errors, table).toBeLessThan(a.errors);
@@ -154,7 +186,7 @@ async function runScenarioStub(): Promise<RunResult> {
     statuses: new Map([[200, 4]]),
     shed: new Map<string, number>(),
     unavailable: 0,
-    shedLatencies: [],
+    shedLatencies: new Map<string, number[]>(),
     timeouts: 0,
     connectionErrors: 0,
   });

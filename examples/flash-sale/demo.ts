@@ -51,5 +51,5 @@ const withButtress = await runScenario('protected', profile, env);
 const a = summarize(unprotected);
 const b = summarize(withButtress);
 console.log(formatTable(['', 'without buttress', 'with buttress'], tableRows(a, b)));
-console.log();
+console.log(`(a request that timed out counts as ${profile.timeoutS} s in the latency rows)\n`);
 for (const sentence of verdict(a, b, withButtress)) console.log(wrapText(sentence));

@@ -10,6 +10,7 @@ export interface Summary {
   ok: number;
   /** Successful answers per second of the run. */
   throughput: number;
+  /** Latency percentiles; a request that timed out counts as the timeout (the shopper gave up then). */
   p50: number;
   p99: number;
   /** Checkouts and product reads separately. */
@@ -22,9 +23,13 @@ export interface Summary {
   /** Of those: over the checkout limit, and while the payments circuit was open. */
   shedByLimiter: number;
   shedByBreaker: number;
-  shedP50: number;
-  shedP99: number;
+  /** Latency of the limiter's rejections, and of the breaker's (which may follow a failed attempt). */
+  limiterP50: number;
+  limiterP99: number;
+  breakerP50: number;
   ordersPaid: number;
+  /** Customers the provider charged for whom the store recorded no order. */
+  chargedWithoutOrder: number;
   checkoutsAttempted: number;
   dbReads: number;
   dbWrites: number;
@@ -53,8 +58,17 @@ const count = (o: Observed, match: (status: number) => boolean) => {
 
 export function summarize(run: RunResult): Summary {
   const { browse, buy } = run.load;
-  const all = [...browse.latencies, ...buy.latencies];
-  const answered = all.length;
+  const answered = browse.latencies.length + buy.latencies.length;
+  // A shopper who gave up waited the whole timeout: leaving them out would flatter a slow store.
+  const withTimeouts = (o: Observed) => [
+    ...o.latencies,
+    ...Array(o.timeouts).fill(run.profile.timeoutS * 1000),
+  ];
+  const all = [...withTimeouts(browse), ...withTimeouts(buy)];
+  const shedLatencies = (code: string) => [
+    ...(browse.shedLatencies.get(code) ?? []),
+    ...(buy.shedLatencies.get(code) ?? []),
+  ];
   const noAnswer = browse.timeouts + buy.timeouts + browse.connectionErrors + buy.connectionErrors;
   const ok = count(browse, (s) => s < 400) + count(buy, (s) => s < 400);
   const shedBy = (code: string) => (browse.shed.get(code) ?? 0) + (buy.shed.get(code) ?? 0);
@@ -68,15 +82,17 @@ export function summarize(run: RunResult): Summary {
     throughput: ok / (run.profile.durationMs / 1000),
     p50: percentile(all, 0.5),
     p99: percentile(all, 0.99),
-    browseP99: percentile(browse.latencies, 0.99),
-    buyP99: percentile(buy.latencies, 0.99),
+    browseP99: percentile(withTimeouts(browse), 0.99),
+    buyP99: percentile(withTimeouts(buy), 0.99),
     errors: serverErrors + noAnswer,
     shed,
     shedByLimiter: shedBy('E_BULKHEAD_FULL'),
     shedByBreaker: shedBy('E_CIRCUIT_OPEN'),
-    shedP50: percentile([...browse.shedLatencies, ...buy.shedLatencies], 0.5),
-    shedP99: percentile([...browse.shedLatencies, ...buy.shedLatencies], 0.99),
+    limiterP50: percentile(shedLatencies('E_BULKHEAD_FULL'), 0.5),
+    limiterP99: percentile(shedLatencies('E_BULKHEAD_FULL'), 0.99),
+    breakerP50: percentile(shedLatencies('E_CIRCUIT_OPEN'), 0.5),
     ordersPaid: run.counters.ordersPaid,
+    chargedWithoutOrder: Math.max(0, run.payments.charged - run.counters.ordersPaid),
     checkoutsAttempted: buy.latencies.length + buy.timeouts + buy.connectionErrors,
     dbReads: run.db.reads,
     dbWrites: run.db.writes,
@@ -115,6 +131,7 @@ export function tableRows(a: Summary, b: Summary): string[][] {
     row('payment calls', (s) => `${int(s.paymentCalls)} (${int(s.paymentFailures)} failed)`),
     row('payments down for', (s) => secs(s.paymentDownMs)),
     row('orders paid', (s) => int(s.ordersPaid)),
+    row('charged, but no order', (s) => int(s.chargedWithoutOrder)),
     row(
       'emails sent',
       (s) => `${int(s.emailsSent)}${s.emailsLost > 0 ? ` (${int(s.emailsLost)} lost)` : ''}`,
@@ -184,10 +201,11 @@ export function verdict(a: Summary, b: Summary, protectedRun: RunResult): string
   // Shedding and errors.
   if (b.shed > 0) {
     out.push(
-      `${int(b.shed)} requests were turned away on purpose, with 503 and Retry-After, half of them within ` +
-        `${ms(b.shedP50)} (p99 ${ms(b.shedP99)}): ${int(b.shedByLimiter)} checkouts over the concurrency the ` +
-        `adaptive limiter learned the payment provider could take (${int(d.checkoutLimit ?? 0)} at the end), ` +
-        `and ${int(b.shedByBreaker)} while the payments circuit was open.`,
+      `${int(b.shed)} requests were turned away on purpose, with 503 and Retry-After: ` +
+        `${int(b.shedByLimiter)} checkouts over the concurrency the adaptive limiter learned the payment ` +
+        `provider could take (${int(d.checkoutLimit ?? 0)} at the end), answered in ${ms(b.limiterP50)} at the median ` +
+        `(p99 ${ms(b.limiterP99)}), and ${int(b.shedByBreaker)} while the payments circuit was open ` +
+        `(p50 ${ms(b.breakerP50)}; some had waited for a failed attempt first).`,
     );
   }
   const errorWords = (n: number) => (n === 1 ? '1 error or timeout' : `${int(n)} errors or timeouts`);
@@ -232,6 +250,13 @@ export function verdict(a: Summary, b: Summary, protectedRun: RunResult): string
         (protectedRun.settleMs >= 50 ? `, the last ${secs(protectedRun.settleMs)} after the surge` : '')
       : `${int(b.emailsLost)} of them are missing their email` +
         (queued > 0 ? ` (${int(queued)} still queued when the demo stopped waiting)` : '');
+  const charged = (x: Summary) => (x.chargedWithoutOrder === 0 ? 'none' : `${int(x.chargedWithoutOrder)}`);
+  if (a.chargedWithoutOrder + b.chargedWithoutOrder > 0) {
+    out.push(
+      `Customers charged without an order (the charge went through, then the store failed): ` +
+        `${charged(b)} with buttress, ${charged(a)} without.`,
+    );
+  }
   out.push(
     `${paidWords}; ${emailWords}` +
       (a.emailsLost > 0

@@ -2,7 +2,7 @@
  * What both versions of the store share: the services they call, the routes' shapes, and the
  * counters the demo reads after a run. The two apps differ only in how they call the services.
  */
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, RouteHandlerMethod } from 'fastify';
 import type { Database, Mailer, PaymentService, Product } from './world.js';
 
 /** The services a store calls. `redis`, when given, is the shared Redis (`REDIS_URL`). */
@@ -18,7 +18,10 @@ export interface Store {
   readonly app: FastifyInstance;
   /** What the app did, as seen from inside (the load generator sees the rest). */
   readonly counters: StoreCounters;
-  /** Waits, at most `timeoutMs`, for work the app still has to do after the surge (emails). */
+  /**
+   * Waits, at most `timeoutMs`, for what the app still does after the surge: handlers whose
+   * shopper gave up are still running, and queued emails are still being sent.
+   */
   settle(timeoutMs: number): Promise<void>;
   /** Closes the app and what it opened; the services stay the caller's. */
   close(): Promise<void>;
@@ -74,3 +77,31 @@ export const confirmation = (orderId: string, customer: string, product: Product
   to: `${customer}@example.com`,
   subject: `Your ${product.name} is on its way (${orderId})`,
 });
+
+/**
+ * Counts the route handlers running now. A shopper who gives up closes the connection, but the
+ * handler goes on (waiting for the database, charging, sending): a run's counters are read only
+ * once every handler has finished. Call before the routes are added.
+ */
+export function trackHandlers(app: FastifyInstance): { idle(timeoutMs: number): Promise<void> } {
+  let running = 0;
+  app.addHook('onRoute', (route) => {
+    const handler = route.handler as (...args: Parameters<RouteHandlerMethod>) => unknown;
+    route.handler = async function (this: FastifyInstance, request, reply) {
+      running++;
+      try {
+        return await handler.call(this, request, reply);
+      } finally {
+        running--;
+      }
+    };
+  });
+  return {
+    async idle(timeoutMs) {
+      const deadline = performance.now() + timeoutMs;
+      while (running > 0 && performance.now() < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+    },
+  };
+}

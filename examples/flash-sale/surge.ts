@@ -42,7 +42,7 @@ export const fullSurge: SurgeProfile = {
 export const quickSurge: SurgeProfile = {
   durationMs: 4_500,
   baseline: 40,
-  surge: { shoppers: 400, from: 500, until: 3_700, rampMs: 500, waves: 10 },
+  surge: { shoppers: 600, from: 500, until: 3_700, rampMs: 500, waves: 12 },
   buyerShare: 0.15,
   products: 40,
   timeoutS: 3,
@@ -61,8 +61,8 @@ export interface Observed {
   shed: Map<string, number>;
   /** 503 answers without Retry-After (the store failed rather than shed). */
   unavailable: number;
-  /** Latency of the shed answers, ms. */
-  shedLatencies: number[];
+  /** Latency of the shed answers, ms, by error code. */
+  shedLatencies: Map<string, number[]>;
   /** Requests that got no answer: timed out (the shopper gave up) or a connection error. */
   timeouts: number;
   connectionErrors: number;
@@ -79,7 +79,7 @@ const observed = (): Observed => ({
   statuses: new Map(),
   shed: new Map(),
   unavailable: 0,
-  shedLatencies: [],
+  shedLatencies: new Map(),
   timeouts: 0,
   connectionErrors: 0,
 });
@@ -146,17 +146,16 @@ export async function surge(url: string, profile: SurgeProfile): Promise<SurgeRe
                   }),
                 };
           // autocannon calls onResponse (status, body, headers) and then emits 'response'
-          // (latency) for the same answer, synchronously: `shedAnswer` carries one to the other.
-          let shedAnswer = false;
+          // (latency) for the same answer, synchronously: `shedCode` carries one to the other.
+          let shedCode: string | undefined;
           request.onResponse = (status, body, _context, headers) => {
             if (status !== 503) return;
             if (headers?.['retry-after'] === undefined) {
               seen.unavailable++;
               return;
             }
-            shedAnswer = true;
-            const code = /"code":"(\w+)"/.exec(body)?.[1] ?? 'unknown';
-            seen.shed.set(code, (seen.shed.get(code) ?? 0) + 1);
+            shedCode = /"code":"(\w+)"/.exec(body)?.[1] ?? 'unknown';
+            seen.shed.set(shedCode, (seen.shed.get(shedCode) ?? 0) + 1);
           };
           const instance = autocannon(
             {
@@ -172,8 +171,12 @@ export async function surge(url: string, profile: SurgeProfile): Promise<SurgeRe
           instance.on('response', (_client, statusCode, _bytes, latency) => {
             seen.latencies.push(latency);
             seen.statuses.set(statusCode, (seen.statuses.get(statusCode) ?? 0) + 1);
-            if (shedAnswer) seen.shedLatencies.push(latency);
-            shedAnswer = false;
+            if (shedCode !== undefined) {
+              const latencies = seen.shedLatencies.get(shedCode) ?? [];
+              latencies.push(latency);
+              seen.shedLatencies.set(shedCode, latencies);
+              shedCode = undefined;
+            }
           });
           instance.on('reqError', (error) => {
             if (/timed out/.test(String(error?.message))) seen.timeouts++;

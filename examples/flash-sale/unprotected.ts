@@ -12,12 +12,14 @@ import {
   productRoute,
   type Store,
   type StoreServices,
+  trackHandlers,
 } from './store.js';
 
 export function unprotectedStore({ db, payments, mailer }: StoreServices): Store {
   const app = Fastify({ logger: false, forceCloseConnections: true });
   const counters = newCounters();
   const nextOrder = orderIds();
+  const handlers = trackHandlers(app);
 
   app.get<{ Params: { id: number } }>('/products/:id', productRoute, async (request, reply) => {
     const product = await db.readProduct(request.params.id);
@@ -48,7 +50,7 @@ export function unprotectedStore({ db, payments, mailer }: StoreServices): Store
   return {
     app,
     counters,
-    settle: async () => {},
+    settle: (timeoutMs) => handlers.idle(timeoutMs),
     close: () => app.close(),
     details: () => ({}),
   };
