@@ -187,6 +187,7 @@ export function protectedStore({ db, payments, mailer, redis }: StoreServices): 
   let stillQueued = 0;
   return {
     app,
+    namespace,
     counters,
     async settle(timeoutMs) {
       const deadline = performance.now() + timeoutMs;

@@ -46,7 +46,7 @@ export async function runScenario(
   variant: Variant,
   profile: SurgeProfile,
   env: Environment = {},
-  hooks: { onListening?: (url: string, store: Store) => void } = {},
+  hooks: { onListening?: (url: string, store: Store, db: Database) => void } = {},
 ): Promise<RunResult> {
   const products = catalogue(profile.products);
   const db: Database =
@@ -67,7 +67,7 @@ export async function runScenario(
     store = variant === 'protected' ? protectedStore(services) : unprotectedStore(services);
     await store.app.listen({ host: '127.0.0.1', port: 0 });
     const url = `http://127.0.0.1:${(store.app.server.address() as AddressInfo).port}`;
-    hooks.onListening?.(url, store);
+    hooks.onListening?.(url, store, db);
     // The provider's brownout is scheduled from the surge's start.
     payments.begin();
     const load = await surge(url, profile);

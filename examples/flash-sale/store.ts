@@ -16,6 +16,8 @@ export interface StoreServices {
 /** One of the two apps, listening or ready to. */
 export interface Store {
   readonly app: FastifyInstance;
+  /** The prefix of every Redis key and queue name of the store (protected store only). */
+  readonly namespace?: string;
   /** What the app did, as seen from inside (the load generator sees the rest). */
   readonly counters: StoreCounters;
   /**

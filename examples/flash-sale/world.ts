@@ -63,6 +63,8 @@ export class UpstreamError extends Error {
 /** What the store needs from its database, and the number of statements it sent. */
 export interface Database {
   readonly kind: 'simulated' | 'postgresql';
+  /** The table it created (PostgreSQL only). */
+  readonly table?: string;
   /** Statements sent so far: product reads and sales. */
   readonly reads: number;
   readonly writes: number;
@@ -185,13 +187,13 @@ export class PostgresDatabase implements Database {
   readonly kind = 'postgresql';
   reads = 0;
   writes = 0;
+  readonly table: string;
   readonly #db: PgCluster;
-  readonly #table: string;
   readonly #readSeconds: number;
 
   private constructor(db: PgCluster, table: string, readMs: number) {
     this.#db = db;
-    this.#table = table;
+    this.table = table;
     this.#readSeconds = readMs / 1000;
   }
 
@@ -235,7 +237,7 @@ export class PostgresDatabase implements Database {
   async readProduct(id: number, signal?: AbortSignal): Promise<Product | null> {
     this.reads++;
     const { rows } = await this.#db.query<{ id: number; name: string; price_cents: number; stock: number }>(
-      `SELECT id, name, price_cents, stock, pg_sleep($2)::text AS _ FROM ${this.#table} WHERE id = $1`,
+      `SELECT id, name, price_cents, stock, pg_sleep($2)::text AS _ FROM ${this.table} WHERE id = $1`,
       [id, this.#readSeconds],
       signal === undefined ? undefined : { signal },
     );
@@ -248,7 +250,7 @@ export class PostgresDatabase implements Database {
   async sell(id: number): Promise<boolean> {
     this.writes++;
     const { rows } = await this.#db.query(
-      `UPDATE ${this.#table} SET stock = stock - 1 WHERE id = $1 AND stock > 0 RETURNING stock`,
+      `UPDATE ${this.table} SET stock = stock - 1 WHERE id = $1 AND stock > 0 RETURNING stock`,
       [id],
     );
     return rows.length === 1;
@@ -256,7 +258,7 @@ export class PostgresDatabase implements Database {
 
   async close(): Promise<void> {
     try {
-      await this.#db.query(`DROP TABLE IF EXISTS ${this.#table}`);
+      await this.#db.query(`DROP TABLE IF EXISTS ${this.table}`);
     } finally {
       await this.#db.end({ timeout: '5s' });
     }

@@ -20,45 +20,42 @@ describe('flash-sale demo on PostgreSQL and Redis', () => {
     const client = new pg.Client({ connectionString: DATABASE_URL });
     await client.connect();
     cleanups.push(() => client.end());
-    const tables = async () =>
-      Number(
-        (await client.query("SELECT count(*) AS n FROM pg_tables WHERE tablename LIKE 'flash\\_sale\\_%'"))
-          .rows[0].n,
-      );
-    const keys = async () => {
+    // Only this run's own table and keys: other runs may share these servers at the same moment.
+    const tableExists = async (table: string) =>
+      (await client.query('SELECT 1 FROM pg_tables WHERE tablename = $1', [table])).rowCount === 1;
+    const keys = async (namespace: string) => {
       const found: string[] = [];
-      for await (const batch of redis.scanStream({ match: '*flash-sale-*', count: 1000 })) {
+      for await (const batch of redis.scanStream({ match: `*${namespace}*`, count: 1000 })) {
         found.push(...(batch as string[]));
       }
       return found;
     };
     try {
-      const tablesBefore = await tables();
-      const keysBefore = (await keys()).length;
-      let during: { tables: number; keys: string[] } | undefined;
-      let probe: Promise<void> | undefined;
+      let names: { table: string; namespace: string } | undefined;
+      let during: Promise<{ table: boolean; keys: string[] }> | undefined;
       const run = await runScenario(
         'protected',
         quickSurge,
         { databaseUrl: DATABASE_URL, redisUrl: REDIS_URL },
         {
-          onListening: () => {
-            probe = new Promise<void>((resolve) => setTimeout(resolve, quickSurge.surge.from + 1_000)).then(
-              async () => {
-                during = { tables: await tables(), keys: await keys() };
-              },
+          onListening: (_url, store, db) => {
+            names = { table: db.table!, namespace: store.namespace! };
+            const { table, namespace } = names;
+            during = new Promise((resolve) => setTimeout(resolve, quickSurge.surge.from + 1_000)).then(
+              async () => ({ table: await tableExists(table), keys: await keys(namespace) }),
             );
           },
         },
       );
-      await probe;
+      const seen = await during!;
       const s = summarize(run);
 
       expect(run.db.kind).toBe('postgresql');
-      expect(during!.tables).toBe(tablesBefore + 1);
+      expect(names!.table).toMatch(/^flash_sale_[a-z0-9]+$/);
+      expect(seen.table).toBe(true);
       // Cache entries and the email queue's keys lived in Redis during the run.
-      expect(during!.keys.some((k) => k.includes(':v:product:'))).toBe(true);
-      expect(during!.keys.some((k) => k.includes(':emails-'))).toBe(true);
+      expect(seen.keys.some((k) => k.includes(':v:product:'))).toBe(true);
+      expect(seen.keys.some((k) => k.includes(':emails-'))).toBe(true);
       // The same properties as on embedded defaults.
       expect(s.dbReads).toBeGreaterThan(0);
       expect(s.dbReads * 10).toBeLessThan(s.requests);
@@ -66,9 +63,10 @@ describe('flash-sale demo on PostgreSQL and Redis', () => {
       expect(run.details.breakerOpened).toBeGreaterThanOrEqual(1);
       expect(s.ordersPaid).toBeGreaterThan(0);
       expect(run.emails.sent).toBe(s.ordersPaid);
+      expect(run.payments.charged).toBe(s.ordersPaid);
       // Nothing left behind.
-      expect(await tables()).toBe(tablesBefore);
-      expect((await keys()).length).toBe(keysBefore);
+      expect(await tableExists(names!.table)).toBe(false);
+      expect(await keys(names!.namespace)).toEqual([]);
     } finally {
       for (const cleanup of cleanups.reverse()) await cleanup();
     }
