@@ -286,6 +286,49 @@ describe('getOrSet', () => {
     expect(await cache.getOrSet('k', () => 'x', { timeout: 0 })).toBe('new');
   });
 
+  it('leaderWaits: the caller that starts the load waits for it, the callers joining it get the graced value', async () => {
+    const { cache, clock } = make({ ttl: 1_000, grace: '1h' });
+    await cache.getOrSet('k', () => 'old');
+    clock.advance(1_500);
+    const d = deferred<string>();
+    const joiner = vi.fn(() => 'joiner');
+    let leaderGot: unknown;
+    const leader = cache.getOrSet('k', () => d.promise, { timeout: 0, leaderWaits: true });
+    void leader.then((v) => (leaderGot = v));
+    // Joiners arrive while the load runs: the stale copy at once, their loaders never run.
+    expect(await cache.getOrSet('k', joiner, { timeout: 0, leaderWaits: true })).toBe('old');
+    const later = cache.getOrSet('k', joiner, { timeout: 50, leaderWaits: true });
+    await clock.advanceAsync(50);
+    expect(await later).toBe('old');
+    expect(leaderGot).toBeUndefined();
+    d.resolve('new');
+    expect(await leader).toBe('new');
+    expect(joiner).not.toHaveBeenCalled();
+    expect(await cache.get('k')).toBe('new');
+  });
+
+  it('leaderWaits with a soft timeout: the leader is not answered from the stale copy when the timeout passes', async () => {
+    const { cache, clock } = make({ ttl: 1_000, grace: '1h' });
+    await cache.getOrSet('k', () => 'old');
+    clock.advance(1_500);
+    const d = deferred<string>();
+    let leaderGot: unknown;
+    void cache.getOrSet('k', () => d.promise, { timeout: 10, leaderWaits: true }).then((v) => (leaderGot = v));
+    await clock.advanceAsync(100);
+    expect(leaderGot).toBeUndefined();
+    d.resolve('new');
+    await flushMicrotasks();
+    expect(leaderGot).toBe('new');
+  });
+
+  it('leaderWaits is validated', async () => {
+    const { cache } = make();
+    await expect(cache.getOrSet('k', () => 1, { leaderWaits: 'yes' as unknown as boolean })).rejects.toMatchObject({
+      code: 'E_INVALID_OPTION',
+      option: 'leaderWaits',
+    });
+  });
+
   it('without a graced value, a soft timeout waits for the load', async () => {
     const { cache, clock } = make({ ttl: 1_000 });
     const d = deferred<string>();

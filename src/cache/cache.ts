@@ -615,10 +615,12 @@ export class Cache {
     const state = c.keys.acquire(l1Key);
     try {
       let flight = state.fill as Flight | undefined;
+      let leader = false;
       if (flight === undefined) {
         flight = this.#startFlight(key, l1Key, state, loader as Loader<unknown>, lo, entry, undefined);
+        leader = true;
       }
-      return await this.#awaitFlight(flight, key, lo, entry);
+      return await this.#awaitFlight(flight, key, lo, entry, leader && lo.leaderWaits);
     } finally {
       c.keys.release(l1Key, state);
     }
@@ -690,14 +692,24 @@ export class Cache {
     }
   }
 
-  /** What one caller waits for: the flight, bounded by its own signal, soft and hard timeouts. */
-  #awaitFlight(flight: Flight, key: string, lo: LoadOptions, stale: Entry | undefined): Promise<unknown> {
+  /**
+   * What one caller waits for: the flight, bounded by its own signal, soft and hard timeouts.
+   * `waits`: the caller started the flight with `leaderWaits`, so no soft timeout applies to it.
+   */
+  #awaitFlight(
+    flight: Flight,
+    key: string,
+    lo: LoadOptions,
+    stale: Entry | undefined,
+    waits: boolean,
+  ): Promise<unknown> {
     const c = this.#c;
     const graced = (): Entry | undefined => {
       const candidate = stale ?? flight.stale;
       return candidate !== undefined && c.clock.now() < candidate.staleUntil ? candidate : undefined;
     };
-    if (lo.timeout === 0) {
+    const softTimeout = waits ? undefined : lo.timeout;
+    if (softTimeout === 0) {
       // Stale-while-revalidate: the graced value now, the load in the background.
       const now = graced();
       if (now !== undefined) {
@@ -706,7 +718,7 @@ export class Cache {
         return Promise.resolve(this.#hit(key, now, 'l1', true));
       }
     }
-    if (lo.timeout === undefined && lo.hardTimeout === undefined && lo.signal === undefined) {
+    if (softTimeout === undefined && lo.hardTimeout === undefined && lo.signal === undefined) {
       // A caller that can never leave: the flight must run to its end.
       flight.keepAlive = true;
       return flight.promise;
@@ -724,8 +736,8 @@ export class Cache {
         return true;
       };
       const soft =
-        lo.timeout !== undefined && lo.timeout > 0
-          ? c.wheel.schedule(lo.timeout, () => {
+        softTimeout !== undefined && softTimeout > 0
+          ? c.wheel.schedule(softTimeout, () => {
               const value = graced();
               if (value === undefined || !finish()) return;
               flight.keepAlive = true;

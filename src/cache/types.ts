@@ -165,6 +165,14 @@ export interface GetOrSetOptions extends CacheSetOptions {
   earlyRefresh?: number | boolean;
   /** Overrides the cache's `graceBackoff`. */
   graceBackoff?: Duration;
+  /**
+   * The caller whose call starts the load waits for it, whatever `timeout` says; only the callers
+   * that join a load already running get the graced value early (nginx's
+   * `proxy_cache_use_stale updating`). For loaders that depend on the caller who runs them: an
+   * HTTP handler producing the response of the request that started the load cannot also have
+   * that request answered from the stale copy. @default false
+   */
+  leaderWaits?: boolean;
 }
 
 /**

@@ -45,6 +45,8 @@ export const ErrorCodes = {
     'PostgreSQL rejected a statement (a constraint, a syntax error, a conflict, ...); sqlState holds its SQLSTATE.',
   E_PG_CONNECTION:
     'A PostgreSQL node could not be reached or dropped the connection (refused, reset, terminated, shutting down).',
+  E_HTTP_STATUS:
+    "A route's handler answered with a 5xx status: the HTTP adapters count it as a failure for the route's breaker and limiter.",
 } as const;
 
 /** A stable buttress error code. */

@@ -64,6 +64,7 @@ export interface LoadOptions extends WriteOptions {
   hardTimeout: number | undefined;
   beta: number;
   graceBackoff: number;
+  leaderWaits: boolean;
 }
 
 /** Checks a namespace name: non-empty, no hash-tag braces, no control character we use as a separator. */
@@ -198,7 +199,14 @@ function signalOf(value: unknown): AbortSignal | undefined {
 }
 
 const WRITE_KEYS = ['ttl', 'grace', 'jitter', 'tags', 'signal'] as const;
-const LOAD_KEYS = [...WRITE_KEYS, 'timeout', 'hardTimeout', 'earlyRefresh', 'graceBackoff'] as const;
+const LOAD_KEYS = [
+  ...WRITE_KEYS,
+  'timeout',
+  'hardTimeout',
+  'earlyRefresh',
+  'graceBackoff',
+  'leaderWaits',
+] as const;
 
 /** Validates a write's options against the cache's defaults. */
 export function resolveWrite(
@@ -230,6 +238,7 @@ export function resolveLoad(options: GetOrSetOptions | undefined, d: ResolvedOpt
       o.hardTimeout === undefined ? undefined : duration(o.hardTimeout, 'hardTimeout', undefined, 1, MAX_MS),
     beta: o.earlyRefresh === undefined ? d.beta : betaOf(o.earlyRefresh, 'earlyRefresh'),
     graceBackoff: duration(o.graceBackoff, 'graceBackoff', d.graceBackoff, 0, MAX_MS),
+    leaderWaits: bool(o.leaderWaits, 'leaderWaits', false),
   };
 }
 
