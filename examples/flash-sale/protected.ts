@@ -1,12 +1,15 @@
 /**
  * The same store with buttress: every piece of buttress wiring the demo uses is in this file.
+ * The `buttress/fastify` plugin does the HTTP part (response caching, load shedding, errors as
+ * RFC 9457 problems with `Retry-After`, health routes); the primitives do the rest.
  *
- * - Product reads go through `createCache().getOrSet`: served from memory (and from Redis L2 when
- *   `REDIS_URL` is set), and N shoppers asking for a product that is not cached share one
- *   database query (single-flight). A graced copy stands in if the database fails.
- * - Checkout runs inside an `adaptiveLimiter`: it learns from latency how many checkouts the
- *   payment provider takes at once, and answers the rest at once with 503 and `Retry-After`
- *   instead of queueing them where they would time out.
+ * - Product pages are cached by the plugin (`config.buttress.cache`): served from memory (and
+ *   from Redis L2 when `REDIS_URL` is set), and N shoppers asking for a page that is not cached
+ *   run its handler once. Behind it, product reads go through `createCache().getOrSet`, which
+ *   checkouts share (single-flight again; a graced copy stands in if the database fails).
+ * - Checkout runs inside an `adaptiveLimiter` (`config.buttress.limiter`): it learns from latency
+ *   how many checkouts the payment provider takes at once, and the plugin answers the rest at
+ *   once with 503 and `Retry-After` instead of queueing them where they would time out.
  * - The charge goes through `wrap(retry + retryBudget, circuitBreaker, timeout)`: a transient
  *   failure is retried (with the order id as idempotency key, so nobody is charged twice), but
  *   retries never exceed a tenth of the traffic; when the provider is down the breaker opens and
@@ -15,8 +18,9 @@
  *   with `REDIS_URL`), sent by a worker that retries with backoff until it is delivered.
  */
 import { ExponentialBackoff } from 'cockatiel';
-import Fastify, { type FastifyError, type FastifyReply } from 'fastify';
-import { circuitBreaker, countWindow, isCircuitOpenError } from '../../src/breaker/index.js';
+import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
+import { buttress, isHttpStatusError } from '../../src/adapters/fastify/index.js';
+import { circuitBreaker, countWindow } from '../../src/breaker/index.js';
 import { adaptiveLimiter, isBulkheadFullError } from '../../src/bulkhead/index.js';
 import { createCache } from '../../src/cache/index.js';
 import { isTimeoutError } from '../../src/core/public.js';
@@ -46,10 +50,14 @@ export function protectedStore({ db, payments, mailer, redis }: StoreServices): 
   const suffix = Math.random().toString(36).slice(2, 10);
   const namespace = `flash-sale-${suffix}`;
 
-  // --- product reads: cache + single-flight ---------------------------------------------------
+  // --- product pages and reads: two caches, single-flight in each ------------------------------
+  const l2 = redis === undefined ? {} : { l2: { redis } };
+  /** The plugin's: whole product pages, keyed by URL. */
+  const pages = createCache({ namespace: `${namespace}-pages`, ...l2 });
+  /** Product rows, for the page handler and for checkouts. */
   const cache = createCache({
     namespace,
-    ...(redis === undefined ? {} : { l2: { redis } }),
+    ...l2,
     ttl: '5s',
     jitter: 0.2, // expiries of products cached together spread out
     grace: '1m', // a copy up to a minute old stands in while the database fails
@@ -85,8 +93,13 @@ export function protectedStore({ db, payments, mailer, redis }: StoreServices): 
     maxLimit: 64,
     queue: 8,
     queueTimeout: '50ms',
-    // The provider's 503s and our timeouts on it mean "too many at once", as a lost packet does to TCP.
-    isDrop: (error) => error instanceof UpstreamError || isTimeoutError(error) || isBulkheadFullError(error),
+    // The provider's failures (answered 502) and timeouts (504) mean "too many at once", as a lost
+    // packet does to TCP. The plugin hands the limiter a 5xx answer as an HttpStatusError; a 503
+    // for an open payments circuit is no overload of this limiter, so it is not a drop.
+    isDrop: (error) =>
+      (isHttpStatusError(error) && (error.status === 502 || error.status === 504)) ||
+      isTimeoutError(error) ||
+      isBulkheadFullError(error),
   });
 
   // --- payments: budgeted retry, breaker, timeout ---------------------------------------------
@@ -121,67 +134,63 @@ export function protectedStore({ db, payments, mailer, redis }: StoreServices): 
     if (event.deadLettered) counters.emailsLost++;
   });
 
-  // --- routes ---------------------------------------------------------------------------------
-  app.get<{ Params: { id: number } }>('/products/:id', productRoute, async (request, reply) => {
-    const found = await product(request.params.id);
-    if (found === null) return reply.code(404).send({ error: 'no such product' });
-    return found;
+  // --- the plugin, then the routes it applies to -----------------------------------------------
+  app.register(buttress, {
+    cache: pages,
+    // This store's own error handler (below) asks the plugin how to answer buttress's errors.
+    errors: false,
+    health: { breakers: { payments: paymentBreaker } },
   });
+  let pageRequests = 0;
+  let pageRuns = 0;
+  app.register(async (shop: FastifyInstance) => {
+    shop.get<{ Params: { id: number } }>(
+      '/products/:id',
+      { ...productRoute, config: { buttress: { cache: { ttl: '5s' }, shed: false } } },
+      async (request, reply) => {
+        pageRuns++;
+        const found = await product(request.params.id);
+        if (found === null) return reply.code(404).send({ error: 'no such product' });
+        return found;
+      },
+    );
+    shop.addHook('onRequest', async (request) => {
+      if (request.routeOptions.url === '/products/:id') pageRequests++;
+    });
 
-  app.post<{ Body: CheckoutBody }>('/checkout', checkoutRoute, (request, reply) =>
-    checkoutLimiter.execute(async () => {
-      const { productId, customer } = request.body;
-      const item = await product(productId);
-      if (item === null) return reply.code(404).send({ error: 'no such product' });
-      const orderId = nextOrder();
-      const charge = await paymentsPolicy.execute(() =>
-        payments.charge({ idempotencyKey: orderId, amountCents: item.priceCents }),
-      );
-      if (!(await db.sell(productId))) return reply.code(409).send({ error: 'sold out' });
-      counters.ordersPaid++;
-      await emails.add(confirmation(orderId, customer, item), { jobId: `confirm-${orderId}` });
-      return reply.code(201).send({ orderId, chargeId: charge.chargeId });
-    }),
-  );
+    shop.post<{ Body: CheckoutBody }>(
+      '/checkout',
+      { ...checkoutRoute, config: { buttress: { limiter: checkoutLimiter } } },
+      async (request, reply) => {
+        const { productId, customer } = request.body;
+        const item = await product(productId);
+        if (item === null) return reply.code(404).send({ error: 'no such product' });
+        const orderId = nextOrder();
+        const charge = await paymentsPolicy.execute(() =>
+          payments.charge({ idempotencyKey: orderId, amountCents: item.priceCents }),
+        );
+        if (!(await db.sell(productId))) return reply.code(409).send({ error: 'sold out' });
+        counters.ordersPaid++;
+        await emails.add(confirmation(orderId, customer, item), { jobId: `confirm-${orderId}` });
+        return reply.code(201).send({ orderId, chargeId: charge.chargeId });
+      },
+    );
 
-  app.get('/health', async () => ({
-    ok: true,
-    payments: paymentBreaker.state,
-    checkoutLimit: checkoutLimiter.limit,
-  }));
-
-  // --- errors to HTTP: 503 + Retry-After for load shed and open circuits, 504 for timeouts ----
-  const jitter = Math.random;
-  const unavailable = (reply: FastifyReply, retryAfterMs: number, code: string, detail: string) =>
-    reply
-      .code(503)
-      // Whole seconds, at least 1, spread by up to 50% so turned-away clients do not return together.
-      .header('retry-after', String(Math.max(1, Math.ceil((retryAfterMs * (1 + jitter() / 2)) / 1000))))
-      .type('application/problem+json')
-      .send({ type: 'about:blank', title: 'Service Unavailable', status: 503, code, detail });
-  app.setErrorHandler((error: FastifyError, _request, reply) => {
-    if (error.validation !== undefined) return reply.code(400).send({ error: error.message });
-    if (isBulkheadFullError(error)) {
-      return unavailable(
-        reply,
-        error.retryAfter,
-        error.code,
-        'too many checkouts at once; try again shortly',
-      );
-    }
-    if (isCircuitOpenError(error)) {
-      return unavailable(reply, error.retryAfter, error.code, 'payments are unavailable; try again shortly');
-    }
-    if (error instanceof UpstreamError) {
-      return reply
-        .code(502)
-        .type('application/problem+json')
-        .send({ type: 'about:blank', title: 'Bad Gateway', status: 502, detail: error.message });
-    }
-    if (isTimeoutError(error)) {
-      return reply.code(504).type('application/problem+json').send({ title: 'Gateway Timeout', status: 504 });
-    }
-    return reply.code(500).send({ error: 'internal error' });
+    // Buttress's errors (E_BULKHEAD_FULL and E_CIRCUIT_OPEN: 503 + Retry-After; E_TIMEOUT: 504)
+    // as the plugin maps them; a provider's failure is a 502.
+    shop.setErrorHandler((error: FastifyError, _request, reply) => {
+      if (error.validation !== undefined) return reply.code(400).send({ error: error.message });
+      const problem = shop.buttress.problem(error);
+      if (problem !== undefined)
+        return reply.code(problem.status).headers(problem.headers).send(problem.body);
+      if (error instanceof UpstreamError) {
+        return reply
+          .code(502)
+          .type('application/problem+json')
+          .send({ type: 'about:blank', title: 'Bad Gateway', status: 502, detail: error.message });
+      }
+      return reply.code(500).send({ error: 'internal error' });
+    });
   });
 
   let stillQueued = 0;
@@ -204,16 +213,21 @@ export function protectedStore({ db, payments, mailer, redis }: StoreServices): 
       await emails.close({ timeout: '2s' });
       if (redis !== undefined) {
         await cache.clear();
+        await pages.clear();
         await redis.del(...redisQueueKeys(queueName, namespace));
       }
       await cache.close();
+      await pages.close();
       await checkoutLimiter.close();
       await paymentBreaker.close();
     },
     details: () => {
       const c = cache.stats();
+      const p = pages.stats();
       const r = paymentRetry.stats();
       return {
+        pagesFromCache: pageRequests - pageRuns,
+        pageL2Hits: p.l2Hits,
         cacheHits: c.l1Hits + c.l2Hits + c.gracedHits,
         cacheL2Hits: c.l2Hits,
         cacheLoads: c.loads,

@@ -27,6 +27,8 @@ export interface Summary {
   limiterP50: number;
   limiterP99: number;
   breakerP50: number;
+  /** Product pages the response cache answered without running the handler. */
+  pagesFromCache: number;
   ordersPaid: number;
   /** Customers the provider charged for whom the store recorded no order. */
   chargedWithoutOrder: number;
@@ -91,6 +93,7 @@ export function summarize(run: RunResult): Summary {
     limiterP50: percentile(shedLatencies('E_BULKHEAD_FULL'), 0.5),
     limiterP99: percentile(shedLatencies('E_BULKHEAD_FULL'), 0.99),
     breakerP50: percentile(shedLatencies('E_CIRCUIT_OPEN'), 0.5),
+    pagesFromCache: browse.cacheHits,
     ordersPaid: run.counters.ordersPaid,
     chargedWithoutOrder: Math.max(0, run.payments.charged - run.counters.ordersPaid),
     checkoutsAttempted: buy.latencies.length + buy.timeouts + buy.connectionErrors,
@@ -185,17 +188,20 @@ export function verdict(a: Summary, b: Summary, protectedRun: RunResult): string
   // The database.
   const dbA = a.dbReads;
   const dbB = b.dbReads;
+  const fromRedis = (n: number) => (n > 0 ? ` (${int(n)} of them from Redis)` : '');
   if (dbB < dbA) {
     out.push(
       `The database answered ${int(dbB)} product reads instead of ${int(dbA)} (${times(dbA, dbB)} fewer): ` +
-        `the cache served ${int(d.cacheHits ?? 0)} reads` +
-        ((d.cacheL2Hits ?? 0) > 0 ? ` (${int(d.cacheL2Hits ?? 0)} of them from Redis)` : ' from memory') +
+        `${int(b.pagesFromCache)} product pages came from the response cache without running their ` +
+        `handler${fromRedis(d.pageL2Hits ?? 0)}, shoppers asking at once for a page not yet cached sharing ` +
+        `one handler run (single-flight), and the product cache served ${int(d.cacheHits ?? 0)} more reads ` +
+        `to handlers and checkouts${fromRedis(d.cacheL2Hits ?? 0)}` +
         (protectedRun.counters.sharedLoads > 0
-          ? `, and ${int(protectedRun.counters.sharedLoads)} requests for a product being loaded shared its one query (single-flight).`
+          ? `, ${int(protectedRun.counters.sharedLoads)} of which joined a query already running.`
           : '.'),
     );
   } else {
-    out.push(`The cache did not spare the database: ${int(dbB)} product reads against ${int(dbA)}.`);
+    out.push(`The caches did not spare the database: ${int(dbB)} product reads against ${int(dbA)}.`);
   }
 
   // Shedding and errors.

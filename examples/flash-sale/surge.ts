@@ -59,6 +59,8 @@ export interface Observed {
   statuses: Map<number, number>;
   /** 503 answers with a Retry-After header (load shed), by the error code in their body. */
   shed: Map<string, number>;
+  /** Answers a response cache served (`Cache-Status: ...; hit`), without running the handler. */
+  cacheHits: number;
   /** 503 answers without Retry-After (the store failed rather than shed). */
   unavailable: number;
   /** Latency of the shed answers, ms, by error code. */
@@ -78,6 +80,7 @@ const observed = (): Observed => ({
   latencies: [],
   statuses: new Map(),
   shed: new Map(),
+  cacheHits: 0,
   unavailable: 0,
   shedLatencies: new Map(),
   timeouts: 0,
@@ -149,6 +152,7 @@ export async function surge(url: string, profile: SurgeProfile): Promise<SurgeRe
           // (latency) for the same answer, synchronously: `shedCode` carries one to the other.
           let shedCode: string | undefined;
           request.onResponse = (status, body, _context, headers) => {
+            if (String(headers?.['cache-status']).includes('; hit')) seen.cacheHits++;
             if (status !== 503) return;
             if (headers?.['retry-after'] === undefined) {
               seen.unavailable++;
@@ -162,7 +166,10 @@ export async function surge(url: string, profile: SurgeProfile): Promise<SurgeRe
               url,
               connections: group.shoppers,
               connectionRate: 1,
-              duration: (group.endMs - group.startMs) / 1000,
+              // Half a second past a whole number of seconds: autocannon stops its connections at
+              // the deadline, and a deadline on a whole second would cut off the answers to the
+              // requests every shopper sends at that very moment.
+              duration: Math.floor((group.endMs - group.startMs) / 1000) + 0.5,
               timeout: profile.timeoutS,
               requests: [request],
             },
