@@ -2,7 +2,7 @@
  * A flash sale, with and without buttress, in about a minute:
  *
  *   npm run demo             # about a minute
- *   npm run demo -- --quick  # about 12 s
+ *   npm run demo -- --quick  # about 13 s
  *
  * An online store API (Fastify) whose product pages read a slow database, and whose checkout
  * charges a flaky payment provider and sends a confirmation email. autocannon drives the same

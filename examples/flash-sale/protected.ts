@@ -106,7 +106,10 @@ export function protectedStore({ db, payments, mailer, redis }: StoreServices): 
   const paymentBudget = retryBudget({ ratio: 0.1, minPerSecond: 2 });
   const paymentBreaker = circuitBreaker({
     name: 'payments',
-    strategy: countWindow({ size: 20, minimumCalls: 10, failureRate: 0.5 }),
+    // Slow calls count too: a provider that answers in 300 ms instead of 50 is not back, even
+    // when a trial charge happens to succeed, and closing on it would flood it again.
+    strategy: countWindow({ size: 20, minimumCalls: 10, failureRate: 0.5, slowCallRate: 0.5 }),
+    slowCallDuration: '200ms',
     halfOpenAfter: '500ms',
   });
   const paymentRetry = retry({

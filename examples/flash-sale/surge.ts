@@ -38,11 +38,11 @@ export const fullSurge: SurgeProfile = {
   brownout: { from: 9_000, until: 13_000 },
 };
 
-/** The same shape in under 5 s a run (`--quick`, and the test). */
+/** The same shape in 5 s a run (`--quick`, and the test). */
 export const quickSurge: SurgeProfile = {
-  durationMs: 4_500,
+  durationMs: 5_000,
   baseline: 40,
-  surge: { shoppers: 600, from: 500, until: 3_700, rampMs: 500, waves: 12 },
+  surge: { shoppers: 500, from: 500, until: 4_000, rampMs: 1_000, waves: 10 },
   buyerShare: 0.15,
   products: 40,
   timeoutS: 3,
