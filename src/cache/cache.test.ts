@@ -313,7 +313,9 @@ describe('getOrSet', () => {
     clock.advance(1_500);
     const d = deferred<string>();
     let leaderGot: unknown;
-    void cache.getOrSet('k', () => d.promise, { timeout: 10, leaderWaits: true }).then((v) => (leaderGot = v));
+    void cache
+      .getOrSet('k', () => d.promise, { timeout: 10, leaderWaits: true })
+      .then((v) => (leaderGot = v));
     await clock.advanceAsync(100);
     expect(leaderGot).toBeUndefined();
     d.resolve('new');
@@ -323,7 +325,9 @@ describe('getOrSet', () => {
 
   it('leaderWaits is validated', async () => {
     const { cache } = make();
-    await expect(cache.getOrSet('k', () => 1, { leaderWaits: 'yes' as unknown as boolean })).rejects.toMatchObject({
+    await expect(
+      cache.getOrSet('k', () => 1, { leaderWaits: 'yes' as unknown as boolean }),
+    ).rejects.toMatchObject({
       code: 'E_INVALID_OPTION',
       option: 'leaderWaits',
     });

@@ -14,6 +14,7 @@ import { BulkheadFullError, RateLimitedError } from '../../bulkhead/errors.js';
 import { type Cache, createCache } from '../../cache/cache.js';
 import { type ButtressError, TimeoutError } from '../../core/errors.js';
 import { FakeClock } from '../../testing/fake-clock.js';
+import { deferred, until } from '../http/test-helpers.js';
 import {
   expressSessionStore,
   healthRoutes,
@@ -54,21 +55,6 @@ function cacheWith(clock = new FakeClock()) {
   const cache = createCache({ clock, namespace: `express-${Math.random().toString(36).slice(2)}` });
   caches.push(cache);
   return { cache, clock };
-}
-
-function deferred<T = void>() {
-  let resolve!: (v: T) => void;
-  const promise = new Promise<T>((r) => (resolve = r));
-  return { promise, resolve };
-}
-
-/** Polls until `condition` holds (real servers answer on the event loop, not on a fake clock). */
-async function until(condition: () => boolean, what: string): Promise<void> {
-  const start = Date.now();
-  while (!condition()) {
-    if (Date.now() - start > 5_000) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 2));
-  }
 }
 
 describe.each(frameworks)('%s', (_name, express) => {
@@ -625,10 +611,15 @@ describe.each(frameworks)('%s', (_name, express) => {
     });
   });
 
-  it('signalOf aborts when the client goes away', async () => {
+  it.each([
+    ['no guard', undefined],
+    ['a route guard with a long timeout', 60_000],
+  ])('signalOf aborts when the client goes away (%s)', async (_case, deadline) => {
     let signal: AbortSignal | undefined;
     const a = express();
-    a.get('/hang', (req) => {
+    const guard: express5.RequestHandler[] =
+      deadline === undefined ? [] : [routeGuard({ timeout: deadline, limiter: bulkhead({ limit: 5 }) })];
+    a.get('/hang', ...guard, (req) => {
       signal = signalOf(req);
     });
     const { url } = await listen(a);

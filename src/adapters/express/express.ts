@@ -34,6 +34,7 @@ import {
 const kSignal = Symbol('buttress.signal');
 const kClientSignal = Symbol('buttress.clientSignal');
 
+/** kSignal: the route policy's signal (a timeout's); kClientSignal: what signalOf returned. */
 type Req = Request & { [kSignal]?: AbortSignal; [kClientSignal]?: AbortSignal };
 
 /** What to do with a request that a limiter, an open breaker or a timeout turned away. */
@@ -405,21 +406,20 @@ function silence(res: Response): void {
  */
 export function signalOf(req: Request): AbortSignal {
   const r = req as Req;
-  const guarded = r[kSignal];
-  if (guarded !== undefined) return guarded;
   let signal = r[kClientSignal];
-  if (signal === undefined) {
-    const controller = new AbortController();
-    signal = r[kClientSignal] = controller.signal;
-    const res = req.res;
-    if (res !== undefined) {
-      if (res.writableFinished) controller.abort(new Error('the response was already sent'));
-      else
-        res.once('close', () => {
-          if (!res.writableFinished) controller.abort(new Error('the client closed the connection'));
-        });
-    }
+  if (signal !== undefined) return signal;
+  const controller = new AbortController();
+  const res = req.res;
+  if (res !== undefined) {
+    if (res.writableFinished) controller.abort(new Error('the response was already sent'));
+    else
+      res.once('close', () => {
+        if (!res.writableFinished) controller.abort(new Error('the client closed the connection'));
+      });
   }
+  const guarded = r[kSignal];
+  signal = guarded === undefined ? controller.signal : AbortSignal.any([guarded, controller.signal]);
+  r[kClientSignal] = signal;
   return signal;
 }
 

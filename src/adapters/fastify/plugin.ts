@@ -4,7 +4,6 @@ import type {
   FastifyPluginCallback,
   FastifyReply,
   FastifyRequest,
-  HookHandlerDoneFunction,
   onRequestHookHandler,
   onResponseHookHandler,
   onSendHookHandler,
@@ -159,7 +158,7 @@ const plugin: FastifyPluginCallback<ButtressFastifyOptions> = (fastify, options,
 
 function setup(fastify: FastifyInstance, options: ButtressFastifyOptions): void {
   const o = optionsObject(options, 'options');
-  // fastify adds no keys of its own to plugin options, but prefix-style registration options may be present.
+  // Registration options (`prefix`, `logLevel`) arrive mixed into a plugin's own options.
   const { prefix: _prefix, logLevel: _logLevel, ...own } = o as Record<string, unknown>;
   knownKeys(own, OPTION_KEYS);
   const clock = clockOption(o.clock);
@@ -272,12 +271,12 @@ function setup(fastify: FastifyInstance, options: ButtressFastifyOptions): void 
     }
     if (onRequest.length === 0) return;
     // Route hooks run after the application's: authentication hooks run before a cached answer,
-    // and cookie/session hooks have set their headers before the response is captured.
+    // and cookie/session hooks have set their headers before the response is captured. A client
+    // that leaves early is watched on the raw response, and only by the requests that hold
+    // something (a fill, a slot): a cache hit pays for no listener.
     route.onRequest = [...toArray(route.onRequest), ...onRequest];
     if (onSend.length !== 0) route.onSend = [...toArray(route.onSend), ...onSend];
     route.onResponse = [...toArray(route.onResponse), ...onResponse];
-    // A client that leaves before the answer frees what its request held.
-    route.onRequestAbort = [...toArray(route.onRequestAbort), requestAborted];
   });
 
   if (health !== undefined) {
@@ -330,6 +329,10 @@ function cacheLookup(route: RouteCache): onRequestHookHandler {
         const capture = value as Capture;
         capture.conditionals = stripConditionals(request.headers);
         stateOf(request).capture = capture;
+        // onResponse ends the capture; a 'close' before the response finished means the client left.
+        reply.raw.once('close', () => {
+          if (!reply.raw.writableFinished) capture.abandon();
+        });
       }
       done();
     });
@@ -383,11 +386,19 @@ const cacheEnd: onResponseHookHandler = function buttressCacheEnd(request, reply
   done();
 };
 
+const policyEnd: onResponseHookHandler = function buttressPolicyEnd(request, reply, done) {
+  (request as StatefulRequest)[kState]?.run?.end(reply.statusCode);
+  done();
+};
+
 function policyEnter(policy: RequestPolicy): onRequestHookHandler {
   return function buttressPolicy(request, reply, done) {
     const state = stateOf(request);
     const run = new RequestRun();
     state.run = run;
+    reply.raw.once('close', () => {
+      if (!reply.raw.writableFinished) run.end(0);
+    });
     run.start(
       policy,
       (signal) => {
@@ -407,20 +418,6 @@ function policyEnter(policy: RequestPolicy): onRequestHookHandler {
       },
     );
   };
-}
-
-const policyEnd: onResponseHookHandler = function buttressPolicyEnd(request, reply, done) {
-  (request as StatefulRequest)[kState]?.run?.end(reply.statusCode);
-  done();
-};
-
-function requestAborted(request: FastifyRequest, done: HookHandlerDoneFunction): void {
-  const state = (request as StatefulRequest)[kState];
-  if (state !== null && state !== undefined) {
-    state.capture?.abandon();
-    state.run?.end(0);
-  }
-  done();
 }
 
 /**

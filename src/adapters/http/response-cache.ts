@@ -341,21 +341,28 @@ export class RouteCache {
       return;
     }
     let capture: Capture | undefined;
-    const loader = (ctx: LoaderContext): Promise<CachedResponse | undefined> => {
-      capture = new Capture(this, ctx);
-      callback(LEAD, capture);
-      return capture.promise;
-    };
-    this.cache.getOrSet(key, loader, this.#load).then(
-      (entry) => {
-        if (capture === undefined) callback(entry === undefined ? PASS : HIT, entry);
-      },
-      () => {
-        // The request that led failed (a 5xx with no stale copy, or the cache closed): this one
-        // runs its own handler.
-        if (capture === undefined) callback(PASS, undefined);
-      },
-    );
+    // Closures passed inline, not bound to names: every request makes them, and a named closure
+    // costs a defineProperty per call under tools that keep function names (tsx, esbuild keepNames).
+    this.cache
+      .getOrSet(
+        key,
+        (ctx: LoaderContext): Promise<CachedResponse | undefined> => {
+          capture = new Capture(this, ctx);
+          callback(LEAD, capture);
+          return capture.promise;
+        },
+        this.#load,
+      )
+      .then(
+        (entry) => {
+          if (capture === undefined) callback(entry === undefined ? PASS : HIT, entry);
+        },
+        () => {
+          // The request that led failed (a 5xx with no stale copy, or the cache closed): this one
+          // runs its own handler.
+          if (capture === undefined) callback(PASS, undefined);
+        },
+      );
   }
 
   /**

@@ -263,9 +263,8 @@ class ShutdownHook implements OnApplicationShutdown {
  * @Module({ imports: [ButtressModule.forRoot({ cache, pool: db, limiter, breakers: { payments } })], controllers: [ProductsController] })
  * class AppModule {}
  */
-// A Nest dynamic module is a class with static factories: that is the framework's shape.
-// biome-ignore lint/complexity/noStaticOnlyClass: Nest modules are classes
 @Module({})
+// biome-ignore lint/complexity/noStaticOnlyClass: a Nest dynamic module is a class with static factories
 export class ButtressModule {
   /**
    * The module with its instances given now.

@@ -21,6 +21,7 @@ import { type Cache, createCache } from '../../cache/cache.js';
 import { memoryBackend } from '../../queue/memory-backend.js';
 import { createQueue, type Queue } from '../../queue/queue.js';
 import { FakeClock } from '../../testing/fake-clock.js';
+import { deferred, until } from '../http/test-helpers.js';
 import {
   BUTTRESS_CACHE,
   ButtressModule,
@@ -45,20 +46,6 @@ afterEach(async () => {
   for (const app of apps.splice(0)) await app.close();
   for (const c of caches.splice(0)) await c.close();
 });
-
-function deferred<T = void>() {
-  let resolve!: (v: T) => void;
-  const promise = new Promise<T>((r) => (resolve = r));
-  return { promise, resolve };
-}
-
-async function until(condition: () => boolean, what: string): Promise<void> {
-  const start = Date.now();
-  while (!condition()) {
-    if (Date.now() - start > 5_000) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 2));
-  }
-}
 
 const counters = { products: 0, cookies: 0, lang: 0, slow: 0, pay: 0, report: 0 };
 const gates = { slow: deferred(), report: deferred() };

@@ -81,6 +81,7 @@ const HTTP_CODE_METADATA = '__httpCode__';
 
 const kSignal = Symbol('buttress.signal');
 const kAdmitted = Symbol('buttress.admitted');
+const kRouteSignal = Symbol('buttress.routeSignal');
 
 // ---------------------------------------------------------------------------------------------
 // Response caching
@@ -111,6 +112,7 @@ interface NestRequest {
   raw?: NestRequest;
   [kSignal]?: AbortSignal;
   [kAdmitted]?: boolean;
+  [kRouteSignal]?: AbortSignal;
 }
 
 interface NestResponse {
@@ -397,14 +399,17 @@ export class PolicyInterceptor implements NestInterceptor {
 export const RouteSignal = createParamDecorator((_data: unknown, context: ExecutionContext): AbortSignal => {
   const http = context.switchToHttp();
   const req = rawRequest(http.getRequest());
-  const guarded = req[kSignal];
-  if (guarded !== undefined) return guarded;
+  const known = req[kRouteSignal];
+  if (known !== undefined) return known;
   const res = rawResponse(http.getResponse());
   const controller = new AbortController();
   res.once('close', () => {
     if (!res.writableFinished) controller.abort(new Error('the client closed the connection'));
   });
-  return (req[kSignal] = controller.signal);
+  const guarded = req[kSignal];
+  const signal = guarded === undefined ? controller.signal : AbortSignal.any([guarded, controller.signal]);
+  req[kRouteSignal] = signal;
+  return signal;
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -441,8 +446,7 @@ export class LoadSheddingGuard implements CanActivate {
       const run = new RequestRun();
       run.start(
         limiter,
-        (signal) => {
-          req[kSignal] ??= signal;
+        () => {
           res.once('close', () => run.end(res.headersSent ? res.statusCode : 0));
           resolve(true);
         },
