@@ -16,6 +16,8 @@
  *   checkouts fail in microseconds with 503 and `Retry-After` until a trial charge succeeds.
  * - The confirmation email leaves the request: a `buttress/queue` job (memory backend, or Redis
  *   with `REDIS_URL`), sent by a worker that retries with backoff until it is delivered.
+ * - A checkout that fails after its charge may have gone through (a timed-out attempt, a failed
+ *   sale) queues a refund by the order id: nobody is left charged without an order.
  */
 import { ExponentialBackoff } from 'cockatiel';
 import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
@@ -137,6 +139,22 @@ export function protectedStore({ db, payments, mailer, redis }: StoreServices): 
     if (event.deadLettered) counters.emailsLost++;
   });
 
+  // --- refunds: a checkout that failed after a charge may have gone through ----------------
+  const refundsQueue = `refunds-${suffix}`;
+  const refunds = createQueue<{ idempotencyKey: string }>(refundsQueue, {
+    backend: redis === undefined ? memoryBackend() : redisBackend(redis, { prefix: namespace }),
+    defaults: { attempts: 10, backoff: { delay: 50, maxDelay: '1s' } },
+    retention: { completed: false },
+  });
+  refunds.process((job) => payments.refund(job.payload.idempotencyKey), { concurrency: 2 });
+  /** Orders whose charge may have gone through without an order recorded. */
+  const refund = (orderId: string) =>
+    // After a second: a charge our timeout gave up on may still be landing at the provider.
+    refunds.add({ idempotencyKey: orderId }, { jobId: `refund-${orderId}`, delay: '1s' }).then(
+      () => {},
+      () => {},
+    );
+
   // --- the plugin, then the routes it applies to -----------------------------------------------
   app.register(buttress, {
     cache: pages,
@@ -169,13 +187,26 @@ export function protectedStore({ db, payments, mailer, redis }: StoreServices): 
         const item = await product(productId);
         if (item === null) return reply.code(404).send({ error: 'no such product' });
         const orderId = nextOrder();
-        const charge = await paymentsPolicy.execute(() =>
-          payments.charge({ idempotencyKey: orderId, amountCents: item.priceCents }),
-        );
-        if (!(await db.sell(productId))) return reply.code(409).send({ error: 'sold out' });
-        counters.ordersPaid++;
-        await emails.add(confirmation(orderId, customer, item), { jobId: `confirm-${orderId}` });
-        return reply.code(201).send({ orderId, chargeId: charge.chargeId });
+        let mayBeCharged = false;
+        try {
+          const charge = await paymentsPolicy.execute(() => {
+            mayBeCharged = true;
+            return payments.charge({ idempotencyKey: orderId, amountCents: item.priceCents });
+          });
+          if (!(await db.sell(productId))) {
+            await refund(orderId);
+            return reply.code(409).send({ error: 'sold out' });
+          }
+          mayBeCharged = false;
+          counters.ordersPaid++;
+          await emails.add(confirmation(orderId, customer, item), { jobId: `confirm-${orderId}` });
+          return reply.code(201).send({ orderId, chargeId: charge.chargeId });
+        } catch (error) {
+          // An attempt reached the provider and the order was not recorded: whether or not the
+          // charge went through, void it (a refund of nothing is a no-op).
+          if (mayBeCharged) await refund(orderId);
+          throw error;
+        }
       },
     );
 
@@ -206,7 +237,8 @@ export function protectedStore({ db, payments, mailer, redis }: StoreServices): 
       await handlers.idle(timeoutMs);
       for (;;) {
         const s = await emails.stats();
-        stillQueued = s.waiting + s.active + s.delayed;
+        const r = await refunds.stats();
+        stillQueued = s.waiting + s.active + s.delayed + r.waiting + r.active + r.delayed;
         if (stillQueued === 0 || performance.now() >= deadline) return;
         await new Promise((resolve) => setTimeout(resolve, 20));
       }
@@ -214,10 +246,11 @@ export function protectedStore({ db, payments, mailer, redis }: StoreServices): 
     async close() {
       await app.close();
       await emails.close({ timeout: '2s' });
+      await refunds.close({ timeout: '2s' });
       if (redis !== undefined) {
         await cache.clear();
         await pages.clear();
-        await redis.del(...redisQueueKeys(queueName, namespace));
+        await redis.del(...redisQueueKeys(queueName, namespace), ...redisQueueKeys(refundsQueue, namespace));
       }
       await cache.close();
       await pages.close();
@@ -235,6 +268,7 @@ export function protectedStore({ db, payments, mailer, redis }: StoreServices): 
         cacheL2Hits: c.l2Hits,
         cacheLoads: c.loads,
         breakerOpened,
+        refunds: payments.refunds,
         paymentRetries: r.retries,
         budgetRefusals: r.budgetRefusals,
         checkoutLimit: checkoutLimiter.limit,

@@ -257,10 +257,14 @@ export function verdict(a: Summary, b: Summary, protectedRun: RunResult): string
       : `${int(b.emailsLost)} of them are missing their email` +
         (queued > 0 ? ` (${int(queued)} still queued when the demo stopped waiting)` : '');
   const charged = (x: Summary) => (x.chargedWithoutOrder === 0 ? 'none' : `${int(x.chargedWithoutOrder)}`);
-  if (a.chargedWithoutOrder + b.chargedWithoutOrder > 0) {
+  const refunded = d.refunds ?? 0;
+  if (a.chargedWithoutOrder + b.chargedWithoutOrder + refunded > 0) {
     out.push(
       `Customers charged without an order (the charge went through, then the store failed): ` +
-        `${charged(b)} with buttress, ${charged(a)} without.`,
+        `${charged(b)} with buttress, ${charged(a)} without` +
+        (refunded > 0
+          ? `; with buttress ${int(refunded)} such ${refunded === 1 ? 'charge was' : 'charges were'} refunded through the queue.`
+          : '.'),
     );
   }
   out.push(

@@ -46,7 +46,11 @@ export async function runScenario(
   variant: Variant,
   profile: SurgeProfile,
   env: Environment = {},
-  hooks: { onListening?: (url: string, store: Store, db: Database) => void } = {},
+  hooks: {
+    onListening?: (url: string, store: Store, db: Database) => void;
+    /** After the surge and the store's settling, before anything is closed. */
+    beforeClose?: (store: Store, db: Database) => Promise<void>;
+  } = {},
 ): Promise<RunResult> {
   const products = catalogue(profile.products);
   const db: Database =
@@ -74,6 +78,7 @@ export async function runScenario(
     const settleStart = performance.now();
     await store.settle(SETTLE_MS);
     const settleMs = performance.now() - settleStart;
+    await hooks.beforeClose?.(store, db);
     return {
       variant,
       profile,

@@ -342,6 +342,20 @@ export class PaymentService {
     this.#options = { ...paymentDefaults, ...options };
   }
 
+  /** Charges refunded (voided) by idempotency key. */
+  refunds = 0;
+
+  /**
+   * Refunds the charge made under `idempotencyKey`, if there is one; true when there was. A
+   * separate, light endpoint: it answers even while charging is down.
+   */
+  async refund(idempotencyKey: string): Promise<boolean> {
+    await sleep(between(this.#random, [2, 5]));
+    if (!this.charged.delete(idempotencyKey)) return false;
+    this.refunds++;
+    return true;
+  }
+
   /** Starts the clock its brownout is scheduled on (it also starts at construction). */
   begin(now = performance.now()): void {
     this.#start = now;
