@@ -197,6 +197,8 @@ export async function moveShard<N>(
   let phase: MovePhase = 'prepare';
   let switched = false;
   let copierPrepared = false;
+  let finalSource: LentClient | undefined;
+  let finalTarget: LentClient | undefined;
   try {
     const locked = await control.query(`SELECT pg_try_advisory_lock(hashtext($1)) AS ok`, [
       `${prefix}:move:${logical}`,
@@ -294,6 +296,12 @@ export async function moveShard<N>(
       phase = 'freeze';
       throwIfAborted(signal);
       trace('freeze');
+      // The final copy's connections are taken now, before the freeze: every writer the freeze
+      // holds keeps a connection of its pool while it waits, so with a small pool a connection
+      // asked for after the freeze would queue behind them until their lock_timeout, a deadlock
+      // only a timeout breaks.
+      finalSource = lend(await base.connect('from'));
+      finalTarget = lend(await base.connect('to'));
       await control.query(`BEGIN; SET LOCAL lock_timeout = ${Math.ceil(freezeTimeout)}`);
       const frozenAt = watch();
       const frozen = await control.query(`SELECT state FROM ${prefix}_fence WHERE logical = $1 FOR UPDATE`, [
@@ -312,7 +320,15 @@ export async function moveShard<N>(
       // final catch-up: nothing changes L on the source any more
       phase = 'final';
       trace('final');
-      const finalChanges = await copier.copy({ ...base, phase: 'final' });
+      const lent = { from: finalSource, to: finalTarget };
+      const finalChanges = await copier.copy({
+        ...base,
+        phase: 'final',
+        connect: (which) => Promise.resolve(lent[which]),
+      });
+      finalSource.giveBack();
+      finalTarget.giveBack();
+      finalSource = finalTarget = undefined;
 
       // switch: the source refuses L from its commit on; the held transactions retry on the target
       phase = 'switch';
@@ -374,8 +390,33 @@ export async function moveShard<N>(
       error,
     );
   } finally {
+    finalSource?.giveBack(new Error('the move failed'));
+    finalTarget?.giveBack(new Error('the move failed'));
     control.release(controlBroken);
   }
+}
+
+/** A connection lent to the copier for the final round: the move gives it back, not the copier. */
+interface LentClient extends SqlClient {
+  /** Releases the connection; destroyed when the copier reported a failure on it, or `failure` is given. */
+  giveBack(failure?: Error): void;
+}
+
+function lend(client: SqlClient): LentClient {
+  let failed: Error | boolean | undefined;
+  let given = false;
+  return {
+    query: (text, values) => client.query(text, values),
+    // The copier releases what `connect` gave it; the connection stays open until the move is done.
+    release(error) {
+      if (error) failed = error;
+    },
+    giveBack(failure) {
+      if (given) return;
+      given = true;
+      client.release(failure ?? failed);
+    },
+  };
 }
 
 /** B owns L; the map says so (compare-and-set, merged with changes that landed meanwhile). */

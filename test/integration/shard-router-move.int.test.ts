@@ -420,6 +420,66 @@ describe('moving a logical shard under writes from two routers', () => {
     expect(rows[0].n).toBe(ledger.users.get(focusKey)!.n);
   }, 60_000);
 
+  it("a freeze finishes while the moving router's own pool is full of writers it holds", async () => {
+    // Every writer the freeze holds keeps a connection of its pool while it waits. The final
+    // copy's connections are taken before the freeze, so a full pool cannot starve the move
+    // (which would deadlock until the writers' lock_timeout).
+    const from = 'shard_3';
+    const focus = r1.map.shardsOf(from)[0]!;
+    const keys = [...ledger.users.keys()].filter((k) => r1.shardFor(k).logical === focus).slice(0, 6);
+    expect(keys.length).toBe(6);
+    const inner = copier();
+    let frozen!: () => void;
+    const isFrozen = new Promise<void>((resolve) => {
+      frozen = resolve;
+    });
+    let thaw!: () => void;
+    const thawed = new Promise<void>((resolve) => {
+      thaw = resolve;
+    });
+    const holding: ShardCopier<pg.Pool> = {
+      prepare: (c) => inner.prepare!(c),
+      cleanup: (c, o) => inner.cleanup!(c, o),
+      copy: async (c) => {
+        if (c.phase === 'final') {
+          frozen();
+          await thawed;
+        }
+        return inner.copy(c);
+      },
+    };
+    const lockWaiters = async () =>
+      Number(
+        (
+          await admin(
+            from,
+            `SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'`,
+            [app],
+          )
+        )[0].n,
+      );
+    const move = r1.moveShard(focus, 'shard_0', { copy: holding, freezeTimeout: '20s' });
+    await isFrozen;
+    // Six writes through the moving router: its pool of 4 on the source has 2 left (the move holds
+    // its control and final-copy connections), so two writers wait on the fence, four in the pool.
+    const writes = keys.map((key) =>
+      r1.transaction(key, async (client, { node }) => {
+        await client.query(`UPDATE ${users} SET n = n + 1 WHERE user_id = $1`, [key]);
+        return node;
+      }),
+    );
+    await waitFor(async () => (await lockWaiters()) >= 2, 'two writers to wait on the frozen fence');
+    thaw();
+    const result = await move;
+    expect(result.freezeMs).toBeLessThan(10_000);
+    expect(await Promise.all(writes)).toEqual(keys.map(() => 'shard_0'));
+    for (const key of keys) ledger.users.get(key)!.n++;
+    const rows = await admin('shard_0', `SELECT user_id, n FROM ${users} WHERE user_id = ANY($1)`, [keys]);
+    expect(new Map(rows.map((r) => [r.user_id, r.n]))).toEqual(
+      new Map(keys.map((k) => [k, ledger.users.get(k)!.n])),
+    );
+  }, 60_000);
+
   it('a move that died before its switch is started over by moveShard', async () => {
     // What a process dying mid-copy leaves behind: the source copying (and recording), the target incoming.
     const focus = r1.map.shardsOf('shard_1')[0]!;
