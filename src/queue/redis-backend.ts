@@ -500,7 +500,12 @@ class RedisBackend implements QueueBackend {
     if (set === undefined) {
       set = new Set();
       this.#channels.set(channel, set);
-      this.#ensureSubscriber().subscribe(channel).catch(noop);
+      // A wake-up published before Redis confirmed the subscription is lost, and a worker that
+      // went idle meanwhile would sleep until its pollInterval: once confirmed, wake the
+      // channel's listeners to look again.
+      this.#ensureSubscriber()
+        .subscribe(channel)
+        .then(() => this.#onMessage(channel), noop);
     }
     const l = () => listener();
     set.add(l);
