@@ -14,8 +14,8 @@
  * floors are wider. Rows left out (the noise floors, the "for information" mixes, the absolute
  * memory figures against a bare lru-cache) inform; they do not gate.
  *
- * A new benchmark (the shard router's, an adapter's) adds its rows here once a few runs have shown
- * where they sit; benchmarks/README.md lists every floor beside the last full run's ratio.
+ * A new benchmark adds its rows here once a few runs have shown where they sit;
+ * benchmarks/README.md lists every floor beside the last full run's ratio.
  */
 
 /** One row of the table: which benchmark row it guards, and its bound. */
@@ -222,4 +222,55 @@ export const floors: readonly Floor[] = [
     max: 0.6,
     basis: '8 runs here: 0.02 to 0.39; an async frame per attempt gives ~1',
   },
+  // -- shard-router --------------------------------------------------------------------------
+  ...[4, 16, 64, 256].flatMap((nodes): Floor[] => [
+    {
+      bench: 'shard-router',
+      case: `shardFor: key -> node, ${nodes} nodes`,
+      ours: 'buttress shardFor',
+      anchor: 'hashring get',
+      max: 0.2,
+      basis:
+        '2 quick runs here, under load: 0.05 to 0.07; the issue goal is 0.1 (10x). Catches a lookup ~3x slower than now',
+    },
+    {
+      bench: 'shard-router',
+      case: `shardFor: key -> node, ${nodes} nodes`,
+      ours: 'buttress shardFor',
+      anchor: 'budget 150 ns',
+      max: 2,
+      basis:
+        '2 quick runs here, under load: 0.93 to 1.18 (140 to 176 ns); the goal is 1. A time budget moves with the load, so only a doubling fails',
+    },
+  ]),
+  {
+    bench: 'shard-router',
+    case: 'balance: max/mean node load, 256 nodes, 1000000 keys',
+    ours: 'buttress',
+    anchor: 'budget 1.05',
+    max: 1,
+    basis:
+      'deterministic (fixed keys, no timing): 0.994 in every run, i.e. a max/mean load of 1.044; crossing means the hash or the shard-to-node mapping got less uniform',
+  },
+  // -- adapters ------------------------------------------------------------------------------
+  ...(['CPU per request', '1 / throughput'] as const).flatMap((measure): Floor[] => [
+    {
+      bench: 'adapters',
+      case: `fastify: cached hit vs bare route, ${measure}`,
+      ours: 'fastify buttress hit',
+      anchor: 'fastify bare route',
+      max: 1.45,
+      basis:
+        '2 quick runs here, under load: 1.13 to 1.17 (goal 1.1, missed under load: the hit costs ~3 µs over a 23 µs bare route). Catches a hit path ~10 µs slower, not a small regression: loopback HTTP is noisy',
+    },
+    {
+      bench: 'adapters',
+      case: `express: cached hit vs bare route, ${measure}`,
+      ours: 'express buttress hit',
+      anchor: 'express bare route',
+      max: 1.3,
+      basis:
+        '2 quick runs here, under load: 0.89 to 0.94 (goal 1.1; the bare route is ~100 µs). Catches a hit path ~30 µs slower, not a small regression: loopback HTTP is noisy',
+    },
+  ]),
 ];
