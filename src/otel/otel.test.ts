@@ -111,6 +111,8 @@ describe('cache', () => {
     expect(await t.value('buttress.cache.hits', { ...name, 'buttress.cache.layer': 'l1' })).toBe(2);
     expect(await t.value('buttress.cache.hits', { ...name, 'buttress.cache.layer': 'l2' })).toBe(0);
     expect(await t.value('buttress.cache.misses', name)).toBe(2);
+    expect(await t.value('buttress.cache.misses', { ...name, 'buttress.cache.layer': 'l1' })).toBe(2);
+    expect(await t.value('buttress.cache.misses', { ...name, 'buttress.cache.layer': 'l2' })).toBeUndefined();
     expect(await t.value('buttress.cache.misses', { ...name, 'buttress.cache.operation': 'getOrSet' })).toBe(
       1,
     );
@@ -376,7 +378,7 @@ describe('retry', () => {
     clock.advance(10);
     await expect(slow).rejects.toMatchObject({ code: 'E_TIMEOUT' });
     expect(
-      await t.value('buttress.timeout.timeouts', {
+      await t.value('buttress.retry.timeouts', {
         'buttress.timeout.name': 'slow',
         'buttress.timeout.strategy': 'aggressive',
       }),
@@ -386,7 +388,7 @@ describe('retry', () => {
     for (let i = 0; i < 5; i++)
       await throttle.execute(() => Promise.reject(new Error('503'))).catch(() => {});
     expect(
-      await t.value('buttress.throttle.rejections', { 'buttress.throttle.name': 'backend' }),
+      await t.value('buttress.retry.throttle.rejections', { 'buttress.throttle.name': 'backend' }),
     ).toBeGreaterThan(0);
   });
 });
@@ -421,7 +423,9 @@ describe('pool', () => {
     expect(await t.value('buttress.pool.replica.lag', replicaPool)).toBeGreaterThanOrEqual(0);
     expect(await t.value('buttress.pool.statements', { 'buttress.pool.route': 'read-replica' })).toBe(1);
     expect(await t.value('buttress.pool.statements', { 'buttress.pool.route': 'write' })).toBe(1);
-    expect(await t.value('buttress.pool.query.duration', primaryPool)).toBe(1);
+    expect(
+      await t.value('db.client.operation.duration', { ...primaryPool, 'db.system.name': 'postgresql' }),
+    ).toBe(1);
 
     // The replica falls 3 s behind: ejected for lag, and the lag shows.
     primary.write(0x1000n);

@@ -33,7 +33,7 @@ function installMetrics(bridge: Bridge): void {
   const misses = meter.createObservableCounter('buttress.cache.misses', {
     unit: '{miss}',
     description:
-      'Lookups that found no usable value in L1 or L2, by operation: get (and has), getOrSet (one per load, however many callers waited on it)',
+      'Lookups that found no usable value in L1 or L2, by the last layer asked (l2 when the cache has one, else l1) and operation: get (and has), getOrSet (one per load, however many callers waited on it)',
   });
   const hitRatio = meter.createObservableGauge('buttress.cache.hit_ratio', {
     unit: '1',
@@ -106,8 +106,11 @@ function installMetrics(bridge: Bridge): void {
         o.total(caches, ref, hits, { ...name, [LAYER]: 'l1' }, s.l1Hits);
         o.total(caches, ref, hits, { ...name, [LAYER]: 'l2' }, s.l2Hits);
         o.total(caches, ref, hits, { ...name, [LAYER]: 'grace' }, s.gracedHits);
-        o.total(caches, ref, misses, { ...name, 'buttress.cache.operation': 'get' }, s.misses);
-        o.total(caches, ref, misses, { ...name, 'buttress.cache.operation': 'getOrSet' }, s.loadMisses);
+        // A miss is a miss of the last layer asked: L2 when there is one (an L1 miss that L2
+        // answers is an L2 hit), else L1.
+        const missLayer = { ...name, [LAYER]: s.l2.enabled ? 'l2' : 'l1' };
+        o.total(caches, ref, misses, { ...missLayer, 'buttress.cache.operation': 'get' }, s.misses);
+        o.total(caches, ref, misses, { ...missLayer, 'buttress.cache.operation': 'getOrSet' }, s.loadMisses);
         o.total(caches, ref, loads, { ...name, 'buttress.cache.outcome': 'ok' }, s.loads - s.loadErrors);
         o.total(caches, ref, loads, { ...name, 'buttress.cache.outcome': 'error' }, s.loadErrors);
         o.total(caches, ref, waits, { ...name, 'buttress.cache.wait': 'local' }, s.coalesced);

@@ -175,7 +175,7 @@ export const poolBridge: ModuleBridge = {
       );
     });
     const queryDuration = meter.createHistogram(
-      'buttress.pool.query.duration',
+      'db.client.operation.duration',
       seconds('Duration of statements run through the cluster (checkout included), by node'),
     );
     bridge.subscribe('buttress:pool:query', (m) => {
@@ -187,7 +187,15 @@ export const poolBridge: ModuleBridge = {
       };
       queryDuration.record(
         durationMs / 1000,
-        withError({ [POOL]: poolName(cluster, node), [CLUSTER]: cluster, [NODE]: node }, error),
+        withError(
+          {
+            'db.system.name': 'postgresql',
+            [POOL]: poolName(cluster, node),
+            [CLUSTER]: cluster,
+            [NODE]: node,
+          },
+          error,
+        ),
       );
     });
   },

@@ -40,7 +40,7 @@ export const retryBridge: ModuleBridge = {
       exhausted.add(1, { [NAME]: name ?? '', 'buttress.retry.policy': policy });
     });
 
-    const timeouts = meter.createCounter('buttress.timeout.timeouts', {
+    const timeouts = meter.createCounter('buttress.retry.timeouts', {
       unit: '{call}',
       description: 'Calls whose deadline passed, by strategy (aggressive, cooperative)',
     });
@@ -49,7 +49,7 @@ export const retryBridge: ModuleBridge = {
       timeouts.add(1, { 'buttress.timeout.name': name ?? '', 'buttress.timeout.strategy': strategy });
     });
 
-    const throttled = meter.createCounter('buttress.throttle.rejections', {
+    const throttled = meter.createCounter('buttress.retry.throttle.rejections', {
       unit: '{call}',
       description: 'Calls rejected locally by adaptive throttling',
     });
