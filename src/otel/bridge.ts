@@ -28,7 +28,7 @@ import { Observations, Tracked } from './tracked.js';
  */
 
 /** The modules instrument() bridges; a new module adds its name here and its bridge to ./modules. */
-export type BridgedModule = 'cache' | 'breaker' | 'bulkhead' | 'retry' | 'pool' | 'queue';
+export type BridgedModule = 'cache' | 'breaker' | 'bulkhead' | 'retry' | 'pool' | 'queue' | 'shard-router';
 
 /** Settings every module bridge may read. */
 export interface BridgeSettings {

@@ -16,6 +16,7 @@ import { cacheBridge } from './modules/cache.js';
 import { poolBridge } from './modules/pool.js';
 import { queueBridge } from './modules/queue.js';
 import { retryBridge } from './modules/retry.js';
+import { shardRouterBridge } from './modules/shard-router.js';
 
 /** The instrumentation scope's name and version (the package's). */
 export const SCOPE_NAME = 'buttress';
@@ -29,6 +30,7 @@ const BRIDGES: readonly ModuleBridge[] = [
   retryBridge,
   poolBridge,
   queueBridge,
+  shardRouterBridge,
 ];
 
 /** The modules {@link instrument} can bridge. */
@@ -56,7 +58,7 @@ export interface InstrumentOptions {
   modules?: readonly BridgedModule[];
   /**
    * Objects created before `instrument()` was called, whose gauges should be reported too
-   * (caches, breakers, bulkheads, limiters, clusters, queues, workers). Objects created later are
+   * (caches, breakers, bulkheads, limiters, clusters, queues, workers, shard routers). Objects created later are
    * found on their own. Held weakly.
    */
   observe?: readonly object[];

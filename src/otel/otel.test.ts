@@ -9,6 +9,7 @@ import { createPgCluster } from '../pool/index.js';
 import { FakePoolClass, FakeServer } from '../pool/internal/fake-pg.test-util.js';
 import { createQueue, memoryBackend } from '../queue/index.js';
 import { adaptiveThrottle, hedge, retry, retryBudget, timeout } from '../retry/index.js';
+import { createShardRouter, evenShardMap } from '../shard-router/index.js';
 import { FakeClock } from '../testing/fake-clock.js';
 import { type Instrumentation, instrument, SCOPE_NAME, SCOPE_VERSION } from './index.js';
 import { dropContextManager, parentOf, Telemetry, useContextManager } from './otel.test-util.js';
@@ -444,6 +445,68 @@ describe('pool', () => {
     expect(stats).toHaveBeenCalledTimes(1);
     await t.collect();
     expect(stats).toHaveBeenCalledTimes(1);
+  });
+});
+
+describe('shard-router', () => {
+  const nodes = { a: { id: 'a' }, b: { id: 'b' } };
+
+  it('reports the map version, shards per node, scatters and their failures', async () => {
+    setup();
+    const router = createShardRouter({
+      name: 'users',
+      logicalShards: 64,
+      nodes,
+      map: evenShardMap(64, ['a', 'b']),
+    });
+    const name = { 'buttress.shard_router.name': 'users' };
+    expect(await t.value('buttress.shard_router.map.version', name)).toBe(1);
+    expect(
+      await t.value('buttress.shard_router.shards', { ...name, 'buttress.shard_router.node': 'a' }),
+    ).toBe(32);
+    expect(
+      await t.value('buttress.shard_router.shards', { ...name, 'buttress.shard_router.node': 'b' }),
+    ).toBe(32);
+    expect(await t.value('buttress.shard_router.map.changes', name)).toBe(1);
+
+    await router.all((node) => node.id);
+    const result = await router.all(
+      (node) => {
+        if (node.id === 'b') throw new Error('down');
+        return node.id;
+      },
+      { partial: 'allow' },
+    );
+    expect(result.failures).toHaveLength(1);
+    expect(await t.value('buttress.shard_router.scatters', name)).toBe(2);
+    expect(await t.value('buttress.shard_router.scatter.failures', name)).toBe(1);
+
+    // Everything onto node a: the gauges follow the new map.
+    await router.publishMap({ version: 2, logicalShards: 64, assignments: { a: [[0, 63]], b: [] } });
+    expect(await t.value('buttress.shard_router.map.version', name)).toBe(2);
+    expect(
+      await t.value('buttress.shard_router.shards', { ...name, 'buttress.shard_router.node': 'a' }),
+    ).toBe(64);
+    expect(
+      await t.value('buttress.shard_router.shards', { ...name, 'buttress.shard_router.node': 'b' }),
+    ).toBe(0);
+    expect(await t.value('buttress.shard_router.map.changes', name)).toBe(2);
+    await router.close();
+  });
+
+  it('finds routers created before instrument() through observe', async () => {
+    const router = createShardRouter({ name: 'early', logicalShards: 8, nodes, map: evenShardMap(8, ['a']) });
+    setup({ observe: [router] });
+    expect(await t.value('buttress.shard_router.shards', { 'buttress.shard_router.node': 'a' })).toBe(8);
+    await router.close();
+  });
+
+  it('reports nothing for the shard router when it is left out of modules', async () => {
+    setup({ modules: ['cache'] });
+    const router = createShardRouter({ name: 'off', logicalShards: 8, nodes, map: evenShardMap(8, ['a']) });
+    await router.all((node) => node.id);
+    expect(await t.value('buttress.shard_router.scatters')).toBeUndefined();
+    await router.close();
   });
 });
 

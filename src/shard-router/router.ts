@@ -1,6 +1,6 @@
 import { neverAbortedSignal, raceAbort, throwIfAborted } from '../core/abort.js';
 import type { Clock, Timer } from '../core/clock.js';
-import { channel, publish } from '../core/diagnostics.js';
+import { announce, channel, lifecycle, publish } from '../core/diagnostics.js';
 import type { Duration } from '../core/duration.js';
 import { AbortedError, ClosedError, InvalidOptionError, TimeoutError } from '../core/errors.js';
 import { type Disposable, Emitter, type Event } from '../core/events.js';
@@ -194,6 +194,7 @@ const ISOLATIONS: readonly ShardIsolationLevel[] = ['read committed', 'repeatabl
 /** Longest pause between two map reloads while a stale transaction waits for the new map. */
 const STALE_MAX_BACKOFF = 200;
 
+const lifecycleChannels = lifecycle('shard-router');
 const mapChannel = channel('shard-router', 'map');
 const staleChannel = channel('shard-router', 'stale');
 const scatterChannel = channel('shard-router', 'all');
@@ -343,6 +344,7 @@ export class ShardRouter<N = unknown> {
       this.#watch = store.watch((version) => this.#onPush(version));
       this.#schedulePoll();
     }
+    announce(lifecycleChannels.create, 'shard-router', this);
   }
 
   // ------------------------------------------------------------------------------------------
@@ -976,6 +978,7 @@ export class ShardRouter<N = unknown> {
     this.#mapEm.clear();
     this.#staleEm.clear();
     this.#errorEm.clear();
+    announce(lifecycleChannels.close, 'shard-router', this);
     return Promise.resolve();
   }
 
