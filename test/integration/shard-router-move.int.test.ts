@@ -1,5 +1,7 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { instrument } from '../../src/otel/index.js';
+import { Telemetry } from '../../src/otel/otel.test-util.js';
 import { dropFenceSchemaSql } from '../../src/shard-router/fence.js';
 import {
   createIdGenerator,
@@ -255,6 +257,13 @@ describe('moving a logical shard under writes from two routers', () => {
       ),
     );
 
+    // The move as OpenTelemetry sees it, through buttress/otel.
+    const telemetry = new Telemetry();
+    const otel = instrument({
+      meterProvider: telemetry.meterProvider,
+      tracerProvider: false,
+      modules: ['shard-router'],
+    });
     await sleep(300);
     const result: MoveResult = await r1.moveShard(focus, to, { copy: copier(), catchUpThreshold: 20 });
     switchedAt = true;
@@ -365,6 +374,15 @@ describe('moving a logical shard under writes from two routers', () => {
       return rows[0].n as number;
     });
     expect(total.results.reduce((s, r) => s + r.value, 0)).toBe(ledger.users.size);
+
+    const phase = (name: string) =>
+      telemetry.value('buttress.shard_router.move.phases', { 'buttress.shard_router.phase': name });
+    for (const name of ['prepare', 'copy', 'freeze', 'final', 'switch', 'done'])
+      expect(await phase(name)).toBe(1);
+    expect(await phase('catch-up')).toBe(result.catchUpRounds);
+    expect(await telemetry.value('buttress.shard_router.move.freeze.duration')).toBe(1);
+    otel.close();
+    await telemetry.shutdown();
   }, 120_000);
 
   it('the write freeze holds only the shard being moved: its writes wait, the same node serves other shards', async () => {
