@@ -12,6 +12,8 @@
  *   npm run bench -- --rounds 61       more rounds
  *   npm run bench -- --out DIR         write the report to DIR instead
  *   npm run bench -- --retries N       re-measure a crossing row's case up to N times (default 2)
+ *   npm run bench -- --area-timeout S  kill an area's process still running after S seconds (default
+ *                                      300 quick, 1200 full): it counts as a failed area
  *   npm run bench -- --render          run nothing: judge results.json again (after floors.ts
  *                                      changed) and rewrite results.svg and the README report
  *
@@ -49,13 +51,14 @@ const outArg = args.indexOf('--out');
 const filters: string[] = [];
 for (let i = 0; i < args.length; i++) {
   const a = args[i]!;
-  if (a === '--rounds' || a === '--out' || a === '--area' || a === '--retries') i++;
+  if (a === '--rounds' || a === '--out' || a === '--area' || a === '--retries' || a === '--area-timeout') i++;
   else if (a !== '--quick' && a !== '--render') filters.push(a.toLowerCase());
 }
 /** The arguments that are not filters, passed on to each area's process. */
 const flagArgs = args.filter(
   (a, i) =>
-    !filters.includes(a.toLowerCase()) || ['--rounds', '--out', '--retries'].includes(args[i - 1] ?? ''),
+    !filters.includes(a.toLowerCase()) ||
+    ['--rounds', '--out', '--retries', '--area-timeout'].includes(args[i - 1] ?? ''),
 );
 const retriesArg = args.indexOf('--retries');
 const retries = retriesArg >= 0 ? Number(args[retriesArg + 1]) : 2;
@@ -72,6 +75,13 @@ if (!Number.isInteger(rounds) || rounds < 1) {
   process.exit(2);
 }
 const sampleMs = quick ? 2 : 8;
+/** Longest an area's process may run (`--area-timeout SECONDS`): 5 minutes quick, 20 full. */
+const areaTimeoutArg = args.indexOf('--area-timeout');
+const areaTimeoutMs = (areaTimeoutArg >= 0 ? Number(args[areaTimeoutArg + 1]) : quick ? 300 : 1200) * 1000;
+if (!(areaTimeoutMs > 0)) {
+  console.error(`--area-timeout expects a number of seconds, got ${args[areaTimeoutArg + 1]}`);
+  process.exit(2);
+}
 const warmupMs = quick ? 30 : 150;
 
 const fmt = (ns: number) => (ns >= 100 ? ns.toFixed(0) : ns.toFixed(1));
@@ -177,12 +187,21 @@ function forkArea(file: string, filterList: readonly string[]): Promise<AreaResu
       stdio: 'inherit',
     });
     let result: AreaResult | undefined;
+    // A hung area (a server that never answers, a promise that never settles) must not hang the
+    // run, and CI with it: past its time it is killed and reported as a failed area.
+    let timedOut = false;
+    const watchdog = setTimeout(() => {
+      timedOut = true;
+      child.kill('SIGKILL');
+    }, areaTimeoutMs);
     child.on('message', (m) => {
       result = m as AreaResult;
     });
     child.on('error', reject);
     child.on('exit', (code, signal) => {
+      clearTimeout(watchdog);
       if (result !== undefined && code === 0) resolvePromise(result);
+      else if (timedOut) reject(new Error(`still running after ${areaTimeoutMs / 1000} s: killed`));
       else reject(new Error(`exited with ${signal ?? `code ${code}`}`));
     });
   });
