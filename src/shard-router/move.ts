@@ -199,13 +199,23 @@ export async function moveShard<N>(
   let copierPrepared = false;
   let finalSource: LentClient | undefined;
   let finalTarget: LentClient | undefined;
+  // The lock comes first, outside the undo below: a move refused here (another one holds it)
+  // has done nothing and must undo nothing, least of all the state of the move that runs.
+  let locked: boolean;
   try {
-    const locked = await control.query(`SELECT pg_try_advisory_lock(hashtext($1)) AS ok`, [
+    const answer = await control.query(`SELECT pg_try_advisory_lock(hashtext($1)) AS ok`, [
       `${prefix}:move:${logical}`,
     ]);
-    if (locked.rows[0]?.ok !== true) {
-      throw new ShardMoveError(logical, from, to, 'prepare', 'another move of this logical shard is running');
-    }
+    locked = answer.rows[0]?.ok === true;
+  } catch (error) {
+    control.release(error instanceof Error ? error : new Error(String(error)));
+    throw new ShardMoveError(logical, from, to, 'prepare', 'could not take the move lock', error);
+  }
+  if (!locked) {
+    control.release();
+    throw new ShardMoveError(logical, from, to, 'prepare', 'another move of this logical shard is running');
+  }
+  try {
     try {
       await control.query(`BEGIN; ${fenceSchemaSql(prefix)}; COMMIT`);
       await router.withClient(to, signal, (c) => c.query(`BEGIN; ${fenceSchemaSql(prefix)}; COMMIT`));

@@ -438,6 +438,63 @@ describe('moving a logical shard under writes from two routers', () => {
     expect(rows[0].n).toBe(ledger.users.get(focusKey)!.n);
   }, 60_000);
 
+  it('a second move of a shard that is moving is refused, and leaves the running move alone', async () => {
+    const from = 'shard_1';
+    const to = 'shard_3';
+    const focus = r1.map.shardsOf(from)[0]!;
+    const countOn = async (db: Db) =>
+      (
+        await admin(
+          db,
+          `SELECT count(*)::int AS n FROM ${users} WHERE ${fnSchema}.buttress_logical_shard(user_id, ${LOGICAL}) = $1`,
+          [focus],
+        )
+      )[0].n as number;
+    const rows = await countOn(from);
+    expect(rows).toBeGreaterThan(0);
+    const inner = copier();
+    let copying!: () => void;
+    const isCopying = new Promise<void>((resolve) => {
+      copying = resolve;
+    });
+    let resume!: () => void;
+    const resumed = new Promise<void>((resolve) => {
+      resume = resolve;
+    });
+    const holding: ShardCopier<pg.Pool> = {
+      prepare: (c) => inner.prepare!(c),
+      cleanup: (c, o) => inner.cleanup!(c, o),
+      copy: async (c) => {
+        if (c.phase === 'copy') {
+          copying();
+          await resumed;
+        }
+        return inner.copy(c);
+      },
+    };
+    const move = r1.moveShard(focus, to, { copy: holding });
+    await isCopying;
+    const fencesBefore = await admin(from, `SELECT state, peer FROM ${prefix}_fence WHERE logical = $1`, [
+      focus,
+    ]);
+    const refused = await r2.moveShard(focus, 'shard_0', { copy: copier() }).catch((e: unknown) => e);
+    expect(refused).toMatchObject({
+      code: 'E_SHARD_MOVE_FAILED',
+      message: expect.stringMatching(/another move/),
+    });
+    // The refusal undid nothing of the running move.
+    expect(await admin(from, `SELECT state, peer FROM ${prefix}_fence WHERE logical = $1`, [focus])).toEqual(
+      fencesBefore,
+    );
+    resume();
+    const result = await move;
+    expect(result).toMatchObject({ logical: focus, from, to });
+    expect(await countOn(to)).toBe(rows);
+    expect(await countOn('shard_0')).toBe(0);
+    await waitFor(() => r2.mapVersion === result.mapVersion, 'r2 to see the new map');
+    expect(r2.map.nodeOf(focus)).toBe(to);
+  }, 60_000);
+
   it("a freeze finishes while the moving router's own pool is full of writers it holds", async () => {
     // Every writer the freeze holds keeps a connection of its pool while it waits. The final
     // copy's connections are taken before the freeze, so a full pool cannot starve the move
