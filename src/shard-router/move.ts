@@ -30,8 +30,8 @@ import type { ShardMapStore } from './stores/store.js';
  *             pushed to every router) and applied here; routers retry the refused writes on B
  *   cleanup   the copier removes L's rows from A and the change log
  *
- * A failure before the switch undoes the move: A's row back to 'owned', B's removed, the copier
- * cleans B. Once A's row says 'moved' the move only goes forward: a failure there leaves a move
+ * A failure before the switch undoes the move: A's row back to 'owned', B's back to what it was
+ * (removed, or 'moved' if L once left B), the copier cleans B. Once A's row says 'moved' the move only goes forward: a failure there leaves a move
  * that `moveShard` with the same arguments finishes.
  */
 
@@ -199,6 +199,8 @@ export async function moveShard<N>(
   let copierPrepared = false;
   let finalSource: LentClient | undefined;
   let finalTarget: LentClient | undefined;
+  /** The target's fence row before the move made it 'incoming' (a 'moved' row if L left it once). */
+  let targetBefore: StoredFence | undefined;
   // The lock comes first, outside the undo below: a move refused here (another one holds it)
   // has done nothing and must undo nothing, least of all the state of the move that runs.
   let locked: boolean;
@@ -259,6 +261,7 @@ export async function moveShard<N>(
             `node "${to}" already owns logical shard ${logical}`,
           );
         }
+        targetBefore = row;
         await c.query(
           `INSERT INTO ${prefix}_fence (logical, state, map_version, peer) VALUES ($1, 'incoming', $2, $3)
            ON CONFLICT (logical) DO UPDATE SET state = 'incoming', map_version = $2, peer = $3, updated_at = now()`,
@@ -388,7 +391,9 @@ export async function moveShard<N>(
           );
     }
     trace(phase, { failed: true });
-    const undoError = await undo(host, control, base, copier, copierPrepared).catch((e: unknown) => e);
+    const undoError = await undo(host, control, base, copier, copierPrepared, targetBefore).catch(
+      (e: unknown) => e,
+    );
     if (undoError !== undefined) controlBroken = new Error('undo failed');
     if (error instanceof ShardMoveError) throw error;
     throw new ShardMoveError(
@@ -490,6 +495,7 @@ async function undo<N>(
   base: Omit<CopyContext<N>, 'phase'>,
   copier: ShardCopier<N>,
   copierPrepared: boolean,
+  targetBefore: StoredFence | undefined,
 ): Promise<void> {
   const { router, prefix } = host;
   const { logical, from, to } = base;
@@ -498,11 +504,19 @@ async function undo<N>(
     `UPDATE ${prefix}_fence SET state = 'owned', peer = NULL, updated_at = now() WHERE logical = $1 AND state = 'copying'`,
     [logical],
   );
+  // The target's row goes back to what it was. A 'moved' row (L left this node once) must stay:
+  // without it, installFences with an older map would make the target an owner again.
   await router.withClient(to, undefined, (c) =>
-    c.query(`DELETE FROM ${prefix}_fence WHERE logical = $1 AND state = 'incoming' AND peer = $2`, [
-      logical,
-      from,
-    ]),
+    targetBefore === undefined
+      ? c.query(`DELETE FROM ${prefix}_fence WHERE logical = $1 AND state = 'incoming' AND peer = $2`, [
+          logical,
+          from,
+        ])
+      : c.query(
+          `UPDATE ${prefix}_fence SET state = $3, map_version = $4, peer = $5, updated_at = now()
+           WHERE logical = $1 AND state = 'incoming' AND peer = $2`,
+          [logical, from, targetBefore.state, targetBefore.mapVersion, targetBefore.peer],
+        ),
   );
   if (copierPrepared && copier.cleanup !== undefined) await copier.cleanup(base, { moved: false });
   await control.query(`DELETE FROM ${prefix}_changes WHERE logical = $1`, [logical]);

@@ -866,6 +866,9 @@ export class ShardRouter<N = unknown> {
    * @throws the driver's errors.
    */
   async installFences(signal?: AbortSignal): Promise<void> {
+    // The newest stored map, not the one this router may still hold: fences installed from an
+    // older map would make a node an owner of a shard moved away from it.
+    if (this.#store !== undefined) await this.refresh(signal);
     const map = this.map;
     for (const name of map.nodes) {
       await this.withClient(name, signal, async (client) => {

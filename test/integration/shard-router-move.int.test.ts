@@ -647,15 +647,17 @@ describe('moving a logical shard under writes from two routers', () => {
       },
     };
     const version = r1.mapVersion;
+    // The target's fence row as it was (none, or 'moved' if the shard left it in an earlier test).
+    const targetFence = () =>
+      admin('shard_0', `SELECT state, peer, map_version FROM ${prefix}_fence WHERE logical = $1`, [focus]);
+    const before = await targetFence();
     const error = await r1.moveShard(focus, 'shard_0', { copy: failing }).catch((e: unknown) => e);
     expect(error).toMatchObject({ code: 'E_SHARD_MOVE_FAILED', phase: 'final', logical: focus });
     expect(r1.mapVersion).toBe(version);
     expect(await admin('shard_3', `SELECT state FROM ${prefix}_fence WHERE logical = $1`, [focus])).toEqual([
       { state: 'owned' },
     ]);
-    expect(await admin('shard_0', `SELECT state FROM ${prefix}_fence WHERE logical = $1`, [focus])).toEqual(
-      [],
-    );
+    expect(await targetFence()).toEqual(before);
     const focusKeys = [...ledger.users.keys()].filter((k) => r1.shardFor(k).logical === focus);
     expect(focusKeys.length).toBeGreaterThan(0);
     const onTarget = await admin(
@@ -672,6 +674,56 @@ describe('moving a logical shard under writes from two routers', () => {
     });
     expect(node).toBe('shard_3');
     ledger.users.get(key)!.n++;
+  }, 60_000);
+
+  it("a failed move back to a node the shard once left keeps that node's 'moved' fence, so older maps cannot make it an owner again", async () => {
+    const home = 'shard_2';
+    const away = 'shard_0';
+    const initial = r1.map;
+    const focus = initial.shardsOf(home).at(-1)!;
+    const fence = (db: Db) =>
+      admin(db, `SELECT state, peer FROM ${prefix}_fence WHERE logical = $1`, [focus]);
+    await r1.moveShard(focus, away, { copy: copier() });
+    expect(await fence(home)).toEqual([{ state: 'moved', peer: away }]);
+
+    const inner = copier();
+    const failing: ShardCopier<pg.Pool> = {
+      prepare: (c) => inner.prepare!(c),
+      cleanup: (c, o) => inner.cleanup!(c, o),
+      copy: async (c) => {
+        if (c.phase === 'final') throw new Error('disk full on the target');
+        return inner.copy(c);
+      },
+    };
+    const error = await r1.moveShard(focus, home, { copy: failing }).catch((e: unknown) => e);
+    expect(error).toMatchObject({ code: 'E_SHARD_MOVE_FAILED', phase: 'final' });
+    expect(await fence(away)).toEqual([{ state: 'owned', peer: null }]);
+    expect(await fence(home)).toEqual([{ state: 'moved', peer: away }]);
+
+    // A router that still holds the map from before the first move installs fences: it reads the
+    // stored map first, and the home node stays fenced off.
+    const late = createShardRouter({
+      logicalShards: LOGICAL,
+      fencePrefix: prefix,
+      nodes: nodesOf(),
+      map: initial,
+      store: stores[1],
+      pollInterval: false,
+    });
+    try {
+      await late.installFences();
+      expect(late.map.nodeOf(focus)).toBe(away);
+      expect(await fence(home)).toEqual([{ state: 'moved', peer: away }]);
+      const key = [...ledger.users.keys()].find((k) => r1.shardFor(k).logical === focus)!;
+      const node = await late.transaction(key, async (client, { node }) => {
+        await client.query(`UPDATE ${users} SET n = n + 1 WHERE user_id = $1`, [key]);
+        return node;
+      });
+      expect(node).toBe(away);
+      ledger.users.get(key)!.n++;
+    } finally {
+      await late.close();
+    }
   }, 60_000);
 
   it('a move whose freeze cannot be taken in time (a long transaction holds the shard) is undone', async () => {
