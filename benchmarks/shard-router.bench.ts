@@ -167,10 +167,10 @@ function balance(ctx: BenchContext): BenchRow[] {
   });
   const keysCounted = medians[`buttress, ${count} keys counted, 256 nodes`]!;
   rows.push(
-    row(BENCH, `${caseName}, 256 nodes, ${count} keys`, ['buttress', keysCounted], ['budget 1.05', 1.05], 1),
+    row(BENCH, `${caseName}, 256 nodes, sample of keys`, ['buttress', keysCounted], ['budget 1.05', 1.05], 1),
     row(
       BENCH,
-      `${caseName}, 256 nodes, ${count} keys`,
+      `${caseName}, 256 nodes, sample of keys`,
       ['buttress', keysCounted],
       ['hashring', medians[`hashring, ${count} keys counted, 256 nodes`]!],
     ),
