@@ -174,6 +174,37 @@ describe.each(frameworks)('%s', (_name, express) => {
       expect(calls.n).toBe(2);
     });
 
+    it('never caches a 206, nor answers or fills from a request with Range', async () => {
+      const { app: a, calls } = app({}, (req, res) => {
+        calls.n++;
+        const body = `whole body ${calls.n}`;
+        const range = /^bytes=(\d+)-(\d+)$/.exec(req.headers.range ?? '');
+        if (range === null && req.query.part === undefined) {
+          res.send(body);
+          return;
+        }
+        const [from, to] = range === null ? [0, 4] : [Number(range[1]), Number(range[2])];
+        res.status(206).setHeader('content-range', `bytes ${from}-${to}/${body.length}`);
+        res.send(body.slice(from, to + 1));
+      });
+      const { server } = await listen(a);
+      const part = await request(server).get('/p/1').set('range', 'bytes=0-4').expect(206);
+      expect(part.text).toBe('whole');
+      // The 206 did not fill the entry of the whole representation.
+      const whole = await request(server).get('/p/1').expect(200);
+      expect(whole.text).toBe('whole body 2');
+      expect(calls.n).toBe(2);
+      // With an entry present, a range request is not answered with the whole body from it.
+      const again = await request(server).get('/p/1').set('range', 'bytes=6-9').expect(206);
+      expect(again.text).toBe('body');
+      expect(calls.n).toBe(3);
+      // A 206 is never cached, even without a Range header.
+      await request(server).get('/p/2?part=1').expect(206);
+      await request(server).get('/p/2?part=1').expect(206);
+      expect(calls.n).toBe(5);
+      expect((await request(server).get('/p/1')).text).toBe('whole body 2');
+    });
+
     it('never caches Cache-Control private or no-store, non-2xx, POST, or a request with Authorization', async () => {
       let cc = 'private';
       let status = 200;

@@ -55,8 +55,8 @@ export interface ExpressCacheOptions extends RouteCacheOptions {
 
 /**
  * Caches the responses of a route on a buttress cache: GET (HEAD is answered from the GET entry),
- * 2xx only, never a response that sets a cookie or says `private`, `no-store` or `no-cache`; a
- * strong `ETag` and `304` on `If-None-Match`, `Cache-Control` with `max-age` and
+ * 200, 203 and 204 only (never a 206; a `Range` request bypasses it), never a response that sets
+ * a cookie or says `private`, `no-store` or `no-cache`; a strong `ETag` and `304` on `If-None-Match`, `Cache-Control` with `max-age` and
  * `stale-while-revalidate`, `Age`, `Cache-Status`. Concurrent misses for one key (in this
  * process, and across instances sharing Redis) run the handler once: the others wait for its
  * response. With `staleWhileRevalidate`, the request that finds the entry stale runs the

@@ -135,6 +135,38 @@ describe('response caching (inject)', () => {
     expect((await f.inject('/plugin')).headers['set-cookie']).toMatch(/^n=3/);
   });
 
+  it('never caches a 206, nor answers or fills from a request with Range', async () => {
+    let runs = 0;
+    const f = await app(
+      (f) => {
+        f.get('/file', { config: { buttress: { cache: true } } }, async (req, reply) => {
+          runs++;
+          const body = `whole body ${runs}`;
+          const range = /^bytes=(\d+)-(\d+)$/.exec(req.headers.range ?? '');
+          if (range === null && (req.query as { part?: string }).part === undefined) return body;
+          const [from, to] = range === null ? [0, 4] : [Number(range[1]), Number(range[2])];
+          reply.code(206).header('content-range', `bytes ${from}-${to}/${body.length}`);
+          return body.slice(from, to + 1);
+        });
+      },
+      { cache: createCache() },
+    );
+    const part = await f.inject({ url: '/file', headers: { range: 'bytes=0-4' } });
+    expect(part.statusCode).toBe(206);
+    expect(part.body).toBe('whole');
+    const whole = await f.inject('/file');
+    expect(whole.statusCode).toBe(200);
+    expect(whole.body).toBe('whole body 2');
+    const again = await f.inject({ url: '/file', headers: { range: 'bytes=6-9' } });
+    expect(again.statusCode).toBe(206);
+    expect(again.body).toBe('body');
+    expect(runs).toBe(3);
+    expect((await f.inject('/file?part=1')).statusCode).toBe(206);
+    expect((await f.inject('/file?part=1')).statusCode).toBe(206);
+    expect(runs).toBe(5);
+    expect((await f.inject('/file')).body).toBe('whole body 2');
+  });
+
   it('respects Vary: one entry per value of each varied header, and Vary on the response', async () => {
     let runs = 0;
     const f = await app(

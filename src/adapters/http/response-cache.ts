@@ -21,8 +21,8 @@ export interface CacheKeyRequest {
 
 /**
  * Response caching of one route (or the defaults of every cached route). GET and HEAD requests
- * only; only 2xx responses are kept, and never one that sets a cookie or says `no-store`,
- * `private` or `no-cache`.
+ * without `Range` only; only 200, 203 and 204 responses are kept (never a 206), and never one
+ * that sets a cookie or says `no-store`, `private` or `no-cache`.
  *
  * @example
  * const products: RouteCacheOptions = { ttl: '30s', staleWhileRevalidate: '5m', vary: ['accept-language'] };
@@ -71,7 +71,7 @@ export interface RouteCacheOptions {
 
 /** A response as the cache keeps it (in L1 as is, in Redis through the cache's serializer). */
 export interface CachedResponse {
-  /** Status code, 200-299. */
+  /** Status code: 200, 203 or 204. */
   readonly status: number;
   /** Headers to replay, lower-case names, without per-connection ones (`date`, `content-length`, ...). */
   readonly headers: Readonly<Record<string, string | string[]>>;
@@ -300,8 +300,8 @@ export class RouteCache {
 
   /**
    * The cache key of a request, or undefined when the request must not use the cache: a method
-   * other than GET and HEAD, an `Authorization` header on a route that does not allow it, or a
-   * custom key function that declined.
+   * other than GET and HEAD, a `Range` header, an `Authorization` header on a route that does
+   * not allow it, or a custom key function that declined.
    */
   key(
     method: string,
@@ -309,6 +309,9 @@ export class RouteCache {
     headers: Record<string, string | string[] | undefined>,
   ): string | undefined {
     if (method !== 'GET' && method !== 'HEAD') return undefined;
+    // A range request wants part of a representation: its answer (a 206) must never fill the
+    // entry of the whole one, and answering it from the whole one would ignore the range.
+    if (headers.range !== undefined) return undefined;
     const s = this.settings;
     if (!s.authorized && headers.authorization !== undefined && !s.vary.includes('authorization')) {
       return undefined;
@@ -418,6 +421,12 @@ export interface CaptureDecision {
   readonly notModified: boolean;
 }
 
+/**
+ * The 2xx statuses a response may be cached with: the ones RFC 9110 §15.1 calls heuristically
+ * cacheable, less 206 (a part of a representation is no answer to a request for all of it).
+ */
+const CACHEABLE_STATUS: ReadonlySet<number> = new Set([200, 203, 204]);
+
 const NO_HEADERS: Readonly<Record<string, string>> = Object.freeze({});
 const NO_HEADER: HeaderReader = () => undefined;
 
@@ -489,8 +498,8 @@ export class Capture {
     header: ResponseHeaders,
     body: Uint8Array | string | undefined,
   ): CachedResponse | undefined {
-    if (status < 200 || status > 299 || body === undefined) return undefined;
-    if (header.get('set-cookie') !== undefined) return undefined;
+    if (!CACHEABLE_STATUS.has(status) || body === undefined) return undefined;
+    if (header.get('set-cookie') !== undefined || header.get('content-range') !== undefined) return undefined;
     const ownCc = header.get('cache-control');
     const cc = parseCacheControl(ownCc as string | string[] | undefined);
     if (!storable(cc)) return undefined;

@@ -100,8 +100,8 @@ abstract class Enhancer {
 
 /**
  * Caches the route's answer on the module's cache: `@Cached({ ttl: '30s', staleWhileRevalidate:
- * '5m', vary: ['accept-language'] })`. GET only (HEAD from the GET entry), 2xx only, never an
- * answer that sets a cookie or says private / no-store; a strong `ETag` (and `304` from
+ * '5m', vary: ['accept-language'] })`. GET only (HEAD from the GET entry), 200, 203 and 204 only
+ * (never a 206), never an answer that sets a cookie or says private / no-store; a strong `ETag` (and `304` from
  * platform-express's freshness check), `Cache-Control`, `Age`, `Cache-Status`. Concurrent misses
  * run the handler once, in this instance and across instances sharing Redis.
  *
