@@ -636,6 +636,63 @@ describe.each(frameworks)('%s', (_name, express) => {
       expect((await request(server).get('/me').set('Cookie', cookie)).body).toEqual({ user: null });
     });
 
+    it('a touch racing a logout does not bring the destroyed session back', async () => {
+      const { cache } = cacheWith();
+      // The store's reads can be held, to put the logout between a touch's read and its write.
+      let armed = false;
+      let held = false;
+      const release = deferred();
+      const holding = (c: Cache): Cache =>
+        new Proxy(c, {
+          get(target, prop) {
+            if (prop === 'namespace') return (name: string) => holding(target.namespace(name));
+            if (prop === 'get')
+              return async (key: string, options?: never) => {
+                const value = await target.get(key, options);
+                if (armed) {
+                  armed = false;
+                  held = true;
+                  await release.promise;
+                }
+                return value;
+              };
+            const v = Reflect.get(target, prop) as unknown;
+            return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+          },
+        });
+      const store = expressSessionStore(session, { cache: holding(cache) });
+      const a = express();
+      a.use(session({ store, secret: 'test', resave: false, saveUninitialized: false }));
+      const inHandler = deferred();
+      const answer = deferred();
+      a.post('/login', (req, res) => {
+        (req.session as unknown as { user: string }).user = 'ada';
+        res.send('ok');
+      });
+      a.get('/slow', async (req, res) => {
+        inHandler.resolve();
+        await answer.promise;
+        res.json({ user: (req.session as unknown as { user?: string }).user ?? null });
+      });
+      a.get('/me', (req, res) => {
+        res.json({ user: (req.session as unknown as { user?: string }).user ?? null });
+      });
+      a.post('/logout', (req, res) => req.session.destroy(() => res.send('bye')));
+      const { server, url } = await listen(a);
+      const login = await request(server).post('/login').expect(200);
+      const cookie = login.headers['set-cookie'] as unknown as string[];
+      const slow = fetch(`${url}/slow`, { headers: { cookie: cookie[0]!.split(';')[0]! } });
+      await inHandler.promise;
+      // The unmodified session is touched when /slow ends: hold the touch's read.
+      armed = true;
+      answer.resolve();
+      await until(() => held, 'the touch to read the session');
+      await request(server).post('/logout').set('Cookie', cookie).expect(200);
+      release.resolve();
+      expect(await (await slow).json()).toEqual({ user: 'ada' });
+      expect((await request(server).get('/me').set('Cookie', cookie)).body).toEqual({ user: null });
+    });
+
     it('needs express-session', () => {
       const { cache } = cacheWith();
       expect(() => expressSessionStore({} as never, { cache })).toThrow(/session/);

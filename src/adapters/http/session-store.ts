@@ -70,6 +70,12 @@ export class CacheSessionStore extends EventEmitter {
   readonly #ttl: number;
   readonly #touch: boolean;
   readonly #clock: Clock;
+  /**
+   * The touches under way, by session id. A touch reads the session and writes it back; a
+   * `destroy` (or a `set`) landing between the two marks them void, so that a touch never
+   * brings back a session destroyed meanwhile, nor writes an older copy over a newer save.
+   */
+  readonly #touches = new Map<string, Set<{ void: boolean }>>();
 
   constructor(options: SessionStoreOptions) {
     super();
@@ -104,6 +110,7 @@ export class CacheSessionStore extends EventEmitter {
 
   /** Saves a session until its cookie expires (or for `ttl`); an expired one is destroyed. */
   set(sid: string, session: SessionLike, callback?: SessionCallback): void {
+    this.#voidTouches(sid);
     const ttl = this.#ttlOf(session);
     if (ttl <= 0) {
       this.destroy(sid, callback);
@@ -125,7 +132,8 @@ export class CacheSessionStore extends EventEmitter {
   /**
    * Extends a session's life to its cookie's new expiry (express-session calls it on each request
    * that does not save). Rewrites what the store holds, not the session given: a save another
-   * instance made meanwhile is kept.
+   * instance made meanwhile is kept. Only a session the store still holds is extended: a touch
+   * never brings back one that is gone, including one this store destroys while the touch reads it.
    */
   touch(sid: string, session: SessionLike, callback?: SessionCallback): void {
     if (!this.#touch) {
@@ -137,22 +145,37 @@ export class CacheSessionStore extends EventEmitter {
       this.destroy(sid, callback);
       return;
     }
+    const token = { void: false };
+    let running = this.#touches.get(sid);
+    if (running === undefined) this.#touches.set(sid, (running = new Set()));
+    running.add(token);
+    const done = (): void => {
+      const set = this.#touches.get(sid);
+      set?.delete(token);
+      if (set?.size === 0) this.#touches.delete(sid);
+    };
     this.#cache
       .get<string>(sid)
       .then(
         (text) => {
-          if (text === undefined) return callback?.();
+          done();
+          // Only an existing session is extended: one destroyed (or saved) meanwhile is left as it is.
+          if (text === undefined || token.void) return callback?.();
           return this.#cache
             .set(sid, text, { ttl, tags: [ALL_TAG] })
             .then((result) => callback?.(result.degraded ? result.error : undefined));
         },
-        (error) => callback?.(error),
+        (error) => {
+          done();
+          callback?.(error);
+        },
       )
       .catch((error) => callback?.(error));
   }
 
   /** Deletes a session, in every instance. */
   destroy(sid: string, callback?: SessionCallback): void {
+    this.#voidTouches(sid);
     this.#cache.delete(sid).then(
       (result) => callback?.(result.degraded ? result.error : undefined),
       (error) => callback?.(error),
@@ -161,10 +184,18 @@ export class CacheSessionStore extends EventEmitter {
 
   /** Deletes every session of this store, in every instance. */
   clear(callback?: SessionCallback): void {
+    for (const sid of [...this.#touches.keys()]) this.#voidTouches(sid);
     this.#cache.deleteByTag(ALL_TAG).then(
       () => callback?.(),
       (error) => callback?.(error),
     );
+  }
+
+  #voidTouches(sid: string): void {
+    const running = this.#touches.get(sid);
+    if (running === undefined) return;
+    for (const token of running) token.void = true;
+    this.#touches.delete(sid);
   }
 
   #ttlOf(session: SessionLike): number {
