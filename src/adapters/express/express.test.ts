@@ -174,6 +174,31 @@ describe.each(frameworks)('%s', (_name, express) => {
       expect(calls.n).toBe(2);
     });
 
+    it('never caches a response whose cookie express-session adds as the headers go out', async () => {
+      const { cache, clock } = cacheWith();
+      const a = express();
+      const calls = { n: 0 };
+      // saveUninitialized: every new visitor gets a session, its Set-Cookie written at writeHead.
+      a.use(session({ secret: 'test', resave: false, saveUninitialized: true }));
+      a.get('/home', responseCache({ cache, clock, ttl: '10s' }), (_req, res) => {
+        calls.n++;
+        res.json({ n: calls.n });
+      });
+      const { server } = await listen(a);
+      const one = await request(server).get('/home').expect(200);
+      const two = await request(server).get('/home').expect(200);
+      expect(one.headers['set-cookie']).toHaveLength(1);
+      expect(two.headers['set-cookie']).toHaveLength(1);
+      expect(two.headers['set-cookie']).not.toEqual(one.headers['set-cookie']);
+      // Neither response says a shared cache may keep it, and the handler ran for each.
+      for (const r of [one, two]) {
+        expect(r.headers['cache-control'] ?? '').not.toMatch(/public|max-age|s-maxage/);
+        expect(r.headers.etag).toBeUndefined();
+      }
+      expect(two.body).toEqual({ n: 2 });
+      expect(calls.n).toBe(2);
+    });
+
     it('never caches a 206, nor answers or fills from a request with Range', async () => {
       const { app: a, calls } = app({}, (req, res) => {
         calls.n++;

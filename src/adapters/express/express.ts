@@ -207,11 +207,16 @@ function lead(req: Request, res: Response, next: NextFunction, capture: Capture)
       req.method === 'HEAD' ? undefined : body,
     );
     apply(decision.headers);
-    if (decision.notModified) {
-      this.statusCode = 304;
-      for (const name of ['content-type', 'content-length', 'transfer-encoding', 'content-encoding'])
-        this.removeHeader(name);
-      return send(undefined);
+    if (decision.entry !== undefined) {
+      // A hook that runs as the headers go out (express-session's cookie) may still set a cookie:
+      // the entry is then not kept (Capture.end), and the response must not say it may be.
+      const unguard = guardLateCookie(this, decision.headers);
+      try {
+        if (decision.notModified) return notModified(this, send);
+        return send(chunk);
+      } finally {
+        unguard();
+      }
     }
     return send(chunk);
   } as typeof raw.end;
@@ -227,6 +232,40 @@ function lead(req: Request, res: Response, next: NextFunction, capture: Capture)
 }
 
 const EMPTY = new Uint8Array(0);
+
+function notModified(res: ServerResponse, send: (body: unknown) => ServerResponse): ServerResponse {
+  res.statusCode = 304;
+  for (const name of ['content-type', 'content-length', 'transfer-encoding', 'content-encoding'])
+    res.removeHeader(name);
+  return send(undefined);
+}
+
+/**
+ * Until the returned function is called, a `Set-Cookie` set on `res` takes back the caching
+ * headers `added` put there (ETag, Cache-Control) and marks the response not stored.
+ */
+function guardLateCookie(res: ServerResponse, added: Readonly<Record<string, string>>): () => void {
+  const own = Object.hasOwn(res, 'setHeader');
+  const set = res.setHeader;
+  const strip = (): void => {
+    if (added.etag !== undefined) res.removeHeader('etag');
+    if (added['cache-control'] !== undefined) res.removeHeader('cache-control');
+    if (added['cache-status'] !== undefined) set.call(res, 'cache-status', 'buttress; fwd=miss');
+  };
+  res.setHeader = function setHeader(
+    this: ServerResponse,
+    name: string,
+    value: number | string | readonly string[],
+  ) {
+    const result = set.call(this, name, value);
+    if (name.toLowerCase() === 'set-cookie') strip();
+    return result;
+  } as typeof res.setHeader;
+  return () => {
+    if (own) res.setHeader = set;
+    else delete (res as { setHeader?: unknown }).setHeader;
+  };
+}
 
 /**
  * Options of {@link routeGuard}: a route's load shedding, breaker and timeout.
